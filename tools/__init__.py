@@ -1,0 +1,1 @@
+"""Retrieval and side-effecting tools the graph nodes call."""

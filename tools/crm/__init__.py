@@ -1,0 +1,1 @@
+"""The CRM: records, events, and the source they are read from."""
