@@ -1,0 +1,84 @@
+"""Node 7: act on the rep's decision. Each side effect is idempotent on the run id, so a retry repeats nothing."""
+
+from __future__ import annotations
+
+
+from langgraph.runtime import Runtime
+
+from agents.services import Services
+from agents.state import ApplyResult, RunState
+from agents.tracing import StepTimer
+from feedback.store import FeedbackRecord
+from provenance import SourceRef
+from tools.calendar import Booking, booking_uid
+
+
+def apply_decision(state: RunState, runtime: Runtime[Services]) -> dict:
+    timer = StepTimer("apply", state.run_id)
+    services = runtime.context
+    record = feedback_record(state, services)
+    stored = services.feedback.append(record)
+    refs = [SourceRef(kind="human", id=state.decision.rep_id, field=state.decision.decision),
+            SourceRef(kind="tool", id="feedback_store", field=record.id, note="stored" if stored else "already stored")]
+    result = ApplyResult(booking_uid=None, booked_now=False, booked_slot=None, clause_ids=[], feedback_id=record.id)
+    if state.decision.decision != "reject":
+        result, booking_refs = _book(state, services, result)
+        refs += booking_refs
+    summary = _summary(state, result)
+    return {"applied": result, "trace": [timer.finish(refs, summary)]}
+
+
+def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[ApplyResult, list[SourceRef]]:
+    plan, lead, decision = state.plan, state.lead, state.decision
+    clause_ids = [c.clause.id for c in plan.clauses]
+    refs = [SourceRef(kind="rule", id=f"clause_rule:{c.rule_id}", field=c.clause.id, version=c.clause.version) for c in plan.clauses]
+    if not plan.slots or plan.consultant is None:
+        return result.model_copy(update={"clause_ids": clause_ids}), refs
+    slot = plan.slots[min(decision.slot_index, len(plan.slots) - 1)]
+    consultant = plan.consultant.consultant
+    booking = Booking(
+        uid=booking_uid(state.run_id),
+        consultant_id=consultant.id,
+        start=slot.start,
+        end=slot.end,
+        summary=f"Technical consultation: {lead.account_name}",
+        description=f"salesloop run {state.run_id}; lead {lead.lead_id}; approved by {decision.rep_id}",
+        attendees=[consultant.email, lead.email],
+    )
+    booked_now = services.calendar.book(consultant, booking)
+    refs.append(SourceRef(kind="tool", id="calendar", field=consultant.calendar_file, version=booking.uid,
+                          note="booked" if booked_now else "already booked"))
+    return result.model_copy(update={"booking_uid": booking.uid, "booked_now": booked_now, "booked_slot": slot, "clause_ids": clause_ids}), refs
+
+
+def feedback_record(state: RunState, services: Services) -> FeedbackRecord:
+    draft, decision = state.draft, state.decision
+    final = None if decision.decision == "reject" else (decision.final_text or draft.text)
+    sources = [ref for step in state.trace for ref in step.inputs]
+    return FeedbackRecord(
+        id=f"{state.run_id}:decision",
+        run_id=state.run_id,
+        event_id=state.event.id,
+        lead_id=state.lead.lead_id,
+        rep_id=decision.rep_id,
+        decision=decision.decision,
+        reason=decision.reason,
+        messages=draft.messages,
+        draft=draft.text,
+        final_text=final,
+        model_id=draft.model_id,
+        model_version=draft.model_version,
+        adapter_id=draft.adapter_id,
+        prompt_name=draft.prompt_name,
+        prompt_sha256=draft.prompt_sha256,
+        sources=list(dict.fromkeys(sources)),
+        decided_at=decision.decided_at,
+        recorded_at=services.clock(),
+    )
+
+
+def _summary(state: RunState, result: ApplyResult) -> str:
+    if state.decision.decision == "reject":
+        return f"rejected: {state.decision.reason}; nothing sent or booked"
+    booked = "no slot to book" if result.booking_uid is None else f"{'booked' if result.booked_now else 'already booked'} {result.booked_slot.start.isoformat()}"
+    return f"{state.decision.decision}: {booked}; clauses {', '.join(result.clause_ids) or 'none'}"

@@ -1,0 +1,63 @@
+"""Everything the nodes use, built once per process and handed to the graph as its runtime context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Callable
+
+from configs.settings import Settings
+from feedback.store import FeedbackStore
+from serving.llm import LLM, load_llm
+from tools.calendar import Calendar, IcsCalendar
+from tools.clauses import check_rules, load_clause_library
+from tools.crm.source import CRMSource, JsonSnapshotCRM
+from tools.embedder import Embedder, load_embedder
+from tools.scheduling_records import Clause, Consultant
+from tools.vector_store import QdrantStore, VectorStore
+from tools.consultants import load_consultants
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @cached_property
+    def crm(self) -> CRMSource:
+        return JsonSnapshotCRM(self.settings.resolve(self.settings.crm.path))
+
+    @cached_property
+    def llm(self) -> LLM:
+        return load_llm(self.settings.llm, self.settings.data_dir)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return load_embedder(self.settings.embedder)
+
+    @cached_property
+    def vectors(self) -> VectorStore:
+        return QdrantStore.from_settings(self.settings.vector_store, self.settings.data_dir)
+
+    @cached_property
+    def calendar(self) -> Calendar:
+        return IcsCalendar(self.settings.resolve(self.settings.scheduling.calendar_dir))
+
+    @cached_property
+    def consultants(self) -> list[Consultant]:
+        return load_consultants(self.settings.resolve(self.settings.scheduling.consultants))
+
+    @cached_property
+    def clause_library(self) -> dict[str, Clause]:
+        library = load_clause_library(self.settings.resolve(self.settings.clauses.library))
+        check_rules(self.settings.clauses.rules, library)
+        return library
+
+    @cached_property
+    def feedback(self) -> FeedbackStore:
+        return FeedbackStore(self.settings.data_dir / "feedback.sqlite")

@@ -1,0 +1,137 @@
+"""The run state the graph carries, and the records each node adds to it."""
+
+from __future__ import annotations
+
+import operator
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prompts.templates import ChatMessage
+from provenance import SourceRef, StepTrace
+from tools.calendar import ConsultantMatch
+from tools.clauses import ClauseChoice
+from tools.crm.records import CRMEvent, DealStage, DocumentChunk, Industry, Region
+from tools.scheduling_records import Slot
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LeadFact(Model):
+    """One fact the draft may cite as [marker], with the CRM field it came from."""
+
+    marker: str
+    label: str
+    value: str
+    source: SourceRef
+
+
+class LeadProfile(Model):
+    lead_id: str
+    account_id: str | None
+    account_name: str
+    industry: Industry
+    employees: int
+    region: Region
+    country: str
+    timezone: str
+    owner_rep_id: str | None
+    contact_id: str | None
+    contact_name: str
+    email: str
+    raw_title: str
+    role: str
+    seniority: str
+    decision_maker: bool
+    budget_usd: int | None
+    engagement: dict[str, int] = Field(description="activity counts by kind: web_visit, email_open, demo_request, inbound_email, stage_change")
+    deal_id: str | None = None
+    deal_stage: DealStage | None = None
+    request: str = Field(default="", description="what the customer wrote: form message, email body, attachment text")
+    facts: list[LeadFact]
+    refs: dict[str, SourceRef] = Field(description="where each profile field was read")
+
+
+class SignalScore(Model):
+    signal: str
+    weight: float
+    fraction: float = Field(ge=0, le=1)
+    points: float
+    reason: str
+    sources: list[SourceRef] = Field(min_length=1)
+
+
+class LeadGrade(Model):
+    score: float = Field(ge=0, le=100)
+    grade: Literal["A", "B", "C", "D"]
+    signals: list[SignalScore]
+
+
+class CaseHit(Model):
+    marker: str
+    case_id: str
+    account_id: str
+    industry: Industry
+    outcome: Literal["won", "lost"]
+    score: float
+    summary: str
+    chunks: list[DocumentChunk]
+
+
+class Citation(Model):
+    marker: str
+    sources: list[SourceRef]
+
+
+class ProposalDraft(Model):
+    text: str
+    citations: list[Citation]
+    removed_markers: list[str] = Field(description="markers the model wrote that it was not given")
+    messages: list[ChatMessage] = Field(description="exactly what the model was sent")
+    prompt_name: str
+    prompt_sha256: str
+    model_id: str
+    model_version: str
+    adapter_id: str | None
+    output_tokens: int
+    stopped_by: str
+
+
+class SchedulePlan(Model):
+    consultant: ConsultantMatch | None
+    slots: list[Slot]
+    clauses: list[ClauseChoice]
+    notes: list[str] = Field(default_factory=list)
+
+
+class RepDecision(Model):
+    decision: Literal["adopt", "edit", "reject"]
+    rep_id: str
+    final_text: str | None = None
+    reason: str | None = None
+    slot_index: int = Field(default=0, ge=0)
+    decided_at: datetime
+
+
+class ApplyResult(Model):
+    booking_uid: str | None
+    booked_now: bool
+    booked_slot: Slot | None
+    clause_ids: list[str]
+    feedback_id: str
+
+
+class RunState(Model):
+    run_id: str
+    event: CRMEvent
+    lead: LeadProfile | None = None
+    grade: LeadGrade | None = None
+    cases: list[CaseHit] = Field(default_factory=list)
+    draft: ProposalDraft | None = None
+    plan: SchedulePlan | None = None
+    decision: RepDecision | None = None
+    applied: ApplyResult | None = None
+    trace: Annotated[list[StepTrace], operator.add] = Field(default_factory=list)

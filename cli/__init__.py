@@ -1,0 +1,1 @@
+"""The `salesloop` command line."""

@@ -1,0 +1,189 @@
+"""`salesloop`: run CRM events through the graph, review drafts, decide, trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+
+from agents.inbox import HumanResponse, adopt, edit, reject
+from agents.services import Services
+from cli.errors import USER_ERRORS
+from cli.render import inbox_table, run_view, trace_tree
+from configs import load_settings
+from configs.settings import Settings
+from orchestrator import Orchestrator, RunInfo
+from tools.cases import index_cases
+from tools.crm.event_file import load_events
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM sales agents that learn from the reps who use them.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="settings YAML (default: configs/default.yaml or $SALESLOOP_CONFIG)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+def _emit_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.command()
+def demo(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Create the demo CRM if absent, index its cases, and run the sample events up to the rep's decision."""
+    from demo.generate import generate_demo
+
+    settings = _settings(config)
+    crm_dir = settings.resolve(settings.crm.path)
+    events_dir = settings.data_dir / "events"
+    if not (crm_dir / "accounts.json").exists():
+        summary = generate_demo(crm_dir, events_dir)
+        err.print(f"demo CRM written to {crm_dir}: {summary.model_dump()}")
+    services = Services(settings)
+    with err.status("loading the embedder and indexing past cases…"):
+        written = index_cases(services.crm, services.embedder, services.vectors)
+    err.print(f"{written} cases (re)indexed in {settings.vector_store.collection}")
+    with err.status("loading the local model (materialized from the GGUF on first use)…"):
+        services.llm
+    events = [e for path in sorted(events_dir.glob("*.json")) for e in load_events(path)]
+    with Orchestrator(services) as orch:
+        infos = _run_events(orch, events)
+        _show_inbox(orch, as_json)
+    if not as_json:
+        err.print(f"{sum(i.status == 'waiting' for i in infos)} of {len(infos)} demo runs wait for a rep. "
+                  "Next: `salesloop show RUN`, `salesloop decide RUN --adopt`, `salesloop trace RUN`.")
+
+
+@app.command()
+def event(file: Annotated[Path, typer.Argument(help="JSON file with one event or a list of events")], config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Run CRM events through the graph; each stops at the rep's decision."""
+    events = load_events(file)  # all validated before any runs: a bad file starts nothing
+    with Orchestrator(Services(_settings(config))) as orch:
+        infos = _run_events(orch, events, quiet=as_json)
+    if as_json:
+        _emit_json([i.model_dump(mode="json") for i in infos])
+
+
+def _run_events(orch: Orchestrator, events: list, quiet: bool = False) -> list[RunInfo]:
+    infos = []
+    for e in events:
+        with err.status(f"event {e.id} ({e.type})…"):
+            info, new = orch.start(e)
+        infos.append(info)
+        if not quiet:
+            err.print(f"{e.id} → {info.run_id}: {info.status}" + ("" if new else " (already processed)"))
+    return infos
+
+
+@app.command()
+def inbox(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the runs waiting for a rep's decision."""
+    with Orchestrator(Services(_settings(config))) as orch:
+        _show_inbox(orch, as_json)
+
+
+def _show_inbox(orch: Orchestrator, as_json: bool) -> None:
+    rows = [(info, orch.state(info.run_id)) for info in orch.runs("waiting")]
+    if as_json:
+        _emit_json([{"run": i.model_dump(mode="json"), "state": s.model_dump(mode="json", exclude={"trace"})} for i, s in rows])
+    else:
+        console.print(inbox_table(rows))
+
+
+@app.command()
+def show(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one run: grade with reasons, similar cases, the draft with its sources, slots and clauses."""
+    with Orchestrator(Services(_settings(config))) as orch:
+        info, state = orch.info(run), orch.state(run)
+    if as_json:
+        _emit_json({"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json")})
+    else:
+        console.print(run_view(info, state))
+
+
+@app.command()
+def decide(
+    run: str,
+    adopt_: Annotated[bool, typer.Option("--adopt", help="approve the draft as written")] = False,
+    edit_file: Annotated[Optional[Path], typer.Option("--edit", help="file with the edited draft to approve")] = None,
+    reject_reason: Annotated[Optional[str], typer.Option("--reject", help="reject, with the reason")] = None,
+    rep: Annotated[Optional[str], typer.Option(help="deciding rep's id (default: rep_id in the config)")] = None,
+    slot: Annotated[int, typer.Option(min=0, help="which proposed slot to book (0 = first)")] = 0,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Adopt, edit or reject a waiting draft; the run then books (or not) and the decision is stored."""
+    settings = _settings(config)
+    response = _response(adopt_, edit_file, reject_reason, rep or settings.rep_id, slot)
+    with Orchestrator(Services(settings)) as orch:
+        info = orch.decide(run, response)
+        state = orch.state(run)
+    if as_json:
+        _emit_json({"run": info.model_dump(mode="json"), "decision": state.decision.model_dump(mode="json"),
+                    "applied": state.applied.model_dump(mode="json") if state.applied else None})
+    else:
+        console.print(run_view(info, state))
+
+
+def _response(adopt_: bool, edit_file: Path | None, reason: str | None, rep_id: str, slot: int) -> HumanResponse:
+    chosen = [name for name, on in (("--adopt", adopt_), ("--edit", edit_file is not None), ("--reject", reason is not None)) if on]
+    if len(chosen) != 1:
+        raise typer.BadParameter(f"give exactly one of --adopt, --edit FILE, --reject REASON (got {', '.join(chosen) or 'none'})")
+    if adopt_:
+        return adopt(rep_id, slot)
+    if edit_file is not None:
+        try:
+            text = edit_file.read_text(encoding="utf-8").strip()
+        except (FileNotFoundError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read the edited draft {edit_file}: {exc}") from None
+        if not text:
+            raise typer.BadParameter(f"the edited draft {edit_file} is empty; use --reject to turn the draft down")
+        return edit(rep_id, text, slot)
+    if not reason.strip():
+        raise typer.BadParameter("--reject needs a reason the model can learn from")
+    return reject(rep_id, reason)
+
+
+@app.command()
+def trace(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Every step of a run with the sources it used: CRM fields, chunks, cases, prompt hash, model, rules, people."""
+    with Orchestrator(Services(_settings(config))) as orch:
+        info, state = orch.info(run), orch.state(run)
+    if as_json:
+        _emit_json({"run": info.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in state.trace]})
+    else:
+        console.print(trace_tree(info, state))
+
+
+@app.command()
+def index(config: ConfigOpt = None) -> None:
+    """Embed new or changed past deals into the vector store."""
+    services = Services(_settings(config))
+    written = index_cases(services.crm, services.embedder, services.vectors)
+    err.print(f"{written} cases (re)indexed; {services.vectors.count()} in the collection")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2 (SALESLOOP_DEBUG=1 re-raises)."""
+    try:
+        app(standalone_mode=False)
+    except click.ClickException as exc:  # usage errors: click's own one-line message
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except USER_ERRORS as exc:
+        if os.environ.get("SALESLOOP_DEBUG"):
+            raise
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,104 @@
+"""Rich views of runs for people; every command also has --json for machines."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from agents.state import RunState
+from orchestrator import RunInfo
+
+
+def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
+    table = Table(title=f"Waiting for a rep: {len(rows)} run(s)")
+    for column in ("run", "event", "company", "grade", "cases", "draft", "slots", "clauses"):
+        table.add_column(column)
+    for info, state in rows:
+        table.add_row(
+            info.run_id,
+            f"{info.event_id} ({info.event_type})",
+            state.lead.account_name,
+            f"{state.grade.grade} ({state.grade.score:.0f})",
+            ", ".join(c.case_id for c in state.cases),
+            _clip(state.draft.text, 60),
+            str(len(state.plan.slots)),
+            ", ".join(c.clause.id for c in state.plan.clauses),
+        )
+    return table
+
+
+def run_view(info: RunInfo, state: RunState) -> Group:
+    """A run as a rep reviews it: grade with reasons, cases, draft with citations, slots, clauses."""
+    parts: list = [Text(f"{info.run_id} · {info.status} · event {info.event_id} ({info.event_type})", style="bold")]
+    if state.lead:
+        lead = state.lead
+        parts.append(Text(f"{lead.contact_name} ({lead.raw_title!r} → {lead.role}/{lead.seniority}) at {lead.account_name}, "
+                          f"{lead.industry}, {lead.employees} employees, {lead.timezone}"))
+    if state.grade:
+        grade = Table(title=f"Grade {state.grade.grade} · score {state.grade.score:.1f}/100", show_edge=False)
+        for column in ("signal", "points", "reason", "read from"):
+            grade.add_column(column)
+        for s in state.grade.signals:
+            grade.add_row(s.signal, f"{s.points:.1f}/{s.weight:.0f}", s.reason, ", ".join(r.label() for r in s.sources))
+        parts.append(grade)
+    if state.cases:
+        cases = Table(title="Similar past cases", show_edge=False)
+        for column in ("", "case", "outcome", "score", "chunks", "summary"):
+            cases.add_column(column)
+        for c in state.cases:
+            cases.add_row(c.marker, c.case_id, c.outcome, f"{c.score:.3f}", ", ".join(k.id for k in c.chunks), _clip(c.summary, 70))
+        parts.append(cases)
+    if state.draft:
+        d = state.draft
+        cites = "\n".join(f"[{c.marker}] " + ", ".join(r.label() for r in c.sources) for c in d.citations) or "no citations"
+        removed = f"\nremoved unknown markers: {', '.join(d.removed_markers)}" if d.removed_markers else ""
+        parts.append(Panel(f"{d.text}\n\n{cites}{removed}", title=f"Draft · {d.model_id} · adapter {d.adapter_id or 'none'} · prompt {d.prompt_name}@{d.prompt_sha256[:12]}"))
+    if state.plan:
+        parts.append(_plan(state))
+    if state.decision:
+        dec = state.decision
+        parts.append(Text(f"Decision: {dec.decision} by {dec.rep_id} at {dec.decided_at:%Y-%m-%d %H:%M}" + (f" — {dec.reason}" if dec.reason else "")))
+    if state.applied and state.applied.booking_uid:
+        parts.append(Text(f"Booked {state.applied.booked_slot.start:%a %Y-%m-%d %H:%M %Z} (uid {state.applied.booking_uid})"))
+    return Group(*parts)
+
+
+def _plan(state: RunState) -> Table:
+    plan = state.plan
+    who = f"{plan.consultant.consultant.name} ({', '.join(plan.consultant.matched_skills) or 'industry match'})" if plan.consultant else "no consultant"
+    table = Table(title=f"Proposed meeting with {who} · clauses", show_edge=False)
+    table.add_column("slot (lead's time)")
+    table.add_column("clause")
+    slots = [f"{i}: {s.start:%a %Y-%m-%d %H:%M}–{s.end:%H:%M %Z}" for i, s in enumerate(plan.slots)]
+    clauses = [f"{c.clause.id} v{c.clause.version} {c.clause.title} (rule {c.rule_id})" for c in plan.clauses]
+    for i in range(max(len(slots), len(clauses))):
+        table.add_row(slots[i] if i < len(slots) else "", clauses[i] if i < len(clauses) else "")
+    for note in plan.notes:
+        table.add_row(Text(note, style="yellow"), "")
+    return table
+
+
+def trace_tree(info: RunInfo, state: RunState) -> Tree:
+    tree = Tree(f"[bold]{info.run_id}[/] · event {info.event_id} ({info.event_type}) · {info.status}")
+    for step in state.trace:
+        extra = " · ".join(x for x in [
+            f"model {step.model_id}" if step.model_id else "",
+            f"adapter {step.adapter_id}" if step.adapter_id else "",
+            f"prompt {step.prompt_name}@{step.prompt_sha256[:12]}" if step.prompt_name else "",
+            "FALLBACK" if step.fallback else "",
+        ] if x)
+        seconds = (step.ended_at - step.started_at).total_seconds()
+        node = tree.add(f"[bold]{step.step}[/] [{step.status}] {seconds:.2f}s — {step.output_summary}" + (f" ({extra})" if extra else ""))
+        for ref in step.inputs:
+            node.add(ref.label() + (f" — {ref.note}" if ref.note else ""))
+        for note in step.notes:
+            node.add(Text(f"note: {note}", style="yellow"))
+    return tree
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

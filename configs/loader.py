@@ -1,0 +1,70 @@
+"""Read a YAML settings file, apply environment overrides, and turn validation errors into one line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from configs.settings import Settings
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.yaml"
+# Paths a deployment may move without editing YAML.
+ENV_OVERRIDES = {
+    "SALESLOOP_DATA_DIR": ("data_dir",),
+    "SALESLOOP_LLM_HF_DIR": ("llm", "hf_dir"),
+    "SALESLOOP_QDRANT_URL": ("vector_store", "url"),
+    "SALESLOOP_CHECKPOINT_PATH": ("checkpoint", "path"),
+}
+
+
+class ConfigError(Exception):
+    """The user must fix a config file; the message names the file and the key."""
+
+
+def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    path = Path(path or os.environ.get("SALESLOOP_CONFIG") or DEFAULT_CONFIG)
+    raw = _read_yaml(path)
+    for var, keys in ENV_OVERRIDES.items():
+        value = (env if env is not None else os.environ).get(var)
+        if value:
+            _set_in(raw, keys, value)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found; pass --config with an existing YAML file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def _set_in(raw: dict[str, Any], keys: tuple[str, ...], value: str) -> None:
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            parts.append(f"{key}: unknown key")
+        else:
+            parts.append(f"{key}: {error['msg']} (got {error.get('input')!r:.60})")
+    return "; ".join(parts)

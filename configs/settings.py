@@ -1,0 +1,133 @@
+"""The settings schema. Every model forbids unknown keys so a typo is an error, not a silent default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tools.crm.records import Industry, Region
+from tools.scheduling_records import ClauseRule
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LLMSettings(Strict):
+    backend: Literal["transformers"] = "transformers"
+    model_id: str = Field(description="the id recorded in every trace")
+    # Exactly one source: a GGUF inside an installed package, a GGUF file, or an HF directory.
+    gguf_package: str | None = None
+    gguf_file: str | None = None
+    hf_dir: Path | None = None
+    max_new_tokens: int = Field(default=120, ge=1, le=4096)
+    deadline_s: float = Field(default=60.0, gt=0)
+    repetition_penalty: float = Field(default=1.2, ge=1.0)
+    threads: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LLMSettings:
+        if self.hf_dir is None and self.gguf_file is None:
+            raise ValueError("set llm.hf_dir (an HF model directory) or llm.gguf_file (with llm.gguf_package or a path)")
+        return self
+
+
+class EmbedderSettings(Strict):
+    backend: Literal["sentence-transformers"] = "sentence-transformers"
+    model_id: str
+    package: str | None = Field(default=None, description="installed package that ships the model")
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EmbedderSettings:
+        if (self.package is None) == (self.path is None):
+            raise ValueError("set exactly one of embedder.package or embedder.path")
+        return self
+
+
+class VectorStoreSettings(Strict):
+    backend: Literal["qdrant"] = "qdrant"
+    path: Path | None = Field(default=Path("qdrant"), description="local mode directory (relative to data_dir)")
+    url: str | None = Field(default=None, description="Qdrant server URL; wins over path")
+    collection: str = "cases"
+    top_k: int = Field(default=5, ge=1, le=100)
+
+
+class CheckpointSettings(Strict):
+    backend: Literal["sqlite"] = "sqlite"
+    path: Path = Path("checkpoints.sqlite")
+
+
+class CRMSettings(Strict):
+    backend: Literal["json_snapshot"] = "json_snapshot"
+    path: Path = Path("crm")
+
+
+class TitleRule(Strict):
+    """A canonical role; a raw title matches when it contains any synonym as whole words."""
+
+    role: str
+    seniority: Literal["c_level", "vp", "director", "head", "manager", "individual", "intern"]
+    decision_maker: bool = False
+    synonyms: list[str] = Field(min_length=1)
+
+
+class SizeBand(Strict):
+    min_employees: int = Field(ge=1)
+    points: float = Field(ge=0, le=1)
+
+
+class GradingSettings(Strict):
+    """Weights add to 100; each signal yields a fraction 0..1 of its weight."""
+
+    weights: dict[Literal["industry_fit", "size", "budget", "engagement", "intent", "decision_maker"], float]
+    industry_fit: dict[Industry, float]
+    size_bands: list[SizeBand] = Field(min_length=1)
+    budget_full_at_usd: int = Field(gt=0)
+    engagement_points: dict[Literal["web_visit", "email_open", "demo_request", "inbound_email", "stage_change"], float]
+    engagement_full_at: float = Field(gt=0, description="engagement points worth the signal's full weight")
+    intent_keywords: list[str] = Field(min_length=1)
+    intent_full_at: int = Field(default=3, ge=1)
+    grade_thresholds: dict[Literal["A", "B", "C"], float]
+
+    @model_validator(mode="after")
+    def _weights_sum(self) -> GradingSettings:
+        total = sum(self.weights.values())
+        if abs(total - 100) > 1e-6:
+            raise ValueError(f"grading.weights must add up to 100, they add up to {total}")
+        return self
+
+
+class SchedulingSettings(Strict):
+    consultants: Path = Path("crm/consultants.json")
+    calendar_dir: Path = Path("crm/calendars")
+    meeting_minutes: int = Field(default=60, ge=15, le=480)
+    slots: int = Field(default=3, ge=1, le=20)
+    horizon_days: int = Field(default=14, ge=1, le=90)
+    lead_hours: tuple[int, int] = (9, 17)
+
+
+class ClauseSettings(Strict):
+    library: Path = Path("crm/clauses.json")
+    rules: list[ClauseRule] = Field(min_length=1)
+
+
+class Settings(Strict):
+    data_dir: Path = Path(".salesloop")
+    rep_id: str = Field(default="rep-demo", description="who decides when no --rep is given")
+    llm: LLMSettings
+    embedder: EmbedderSettings
+    vector_store: VectorStoreSettings = VectorStoreSettings()
+    checkpoint: CheckpointSettings = CheckpointSettings()
+    crm: CRMSettings = CRMSettings()
+    titles: list[TitleRule] = Field(min_length=1)
+    grading: GradingSettings
+    scheduling: SchedulingSettings = SchedulingSettings()
+    clauses: ClauseSettings
+    regions: dict[Region, list[str]] = Field(default_factory=dict, description="informational")
+
+    def resolve(self, path: Path) -> Path:
+        """Relative paths in the config live under the data directory."""
+        return path if path.is_absolute() else self.data_dir / path

@@ -1,0 +1,1 @@
+"""LoRA fine-tuning of the local model, its adapter registry and evaluation. Today: the base model."""

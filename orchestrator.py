@@ -1,0 +1,183 @@
+"""The graph: CRM event → normalize → grade → similar cases → draft → schedule → rep → apply.
+
+Runs are LangGraph threads in a SQLite checkpointer, so a run waiting for its rep survives restarts.
+A small index table beside the checkpoints lists runs by status for the inbox.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict
+
+from agents.approval import await_rep
+from agents.apply import apply_decision
+from agents.draft import draft_proposal
+from agents.grade import grade_lead
+from agents.inbox import HumanResponse
+from agents.normalize import normalize
+from agents.retrieve import retrieve_cases
+from agents.schedule import plan_schedule
+from agents.services import Services
+from agents.state import RunState
+from provenance import sha256_text
+from tools.crm.records import CRMEvent
+
+NODES = [
+    ("normalize", normalize),
+    ("grade_lead", grade_lead),
+    ("retrieve_cases", retrieve_cases),
+    ("draft_proposal", draft_proposal),
+    ("plan_schedule", plan_schedule),
+    ("await_rep", await_rep),
+    ("apply", apply_decision),
+]
+RunStatus = Literal["running", "waiting", "done", "failed"]
+
+
+class RunError(Exception):
+    """A run cannot do what was asked (unknown run, already decided, not waiting)."""
+
+
+class RunInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    event_id: str
+    event_type: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+
+
+def build_graph() -> StateGraph:
+    graph = StateGraph(RunState, context_schema=Services)
+    previous = START
+    for name, node in NODES:
+        graph.add_node(name, node)
+        graph.add_edge(previous, name)
+        previous = name
+    graph.add_edge(previous, END)
+    return graph
+
+
+def run_id_for(event: CRMEvent) -> str:
+    """The same event (source + id) always maps to the same run: a redelivered event starts nothing new."""
+    return "run-" + sha256_text(f"{event.source}\x00{event.id}")[:16]
+
+
+class Orchestrator:
+    def __init__(self, services: Services):
+        self.services = services
+        path = services.settings.resolve(services.settings.checkpoint.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db_path = path
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS salesloop_runs (run_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, event_type TEXT NOT NULL,"
+            " status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, error TEXT)"
+        )
+        self._conn.commit()
+        # Strict deserialization: only the state schema's own types come back out of the checkpoint.
+        saver = SqliteSaver(self._conn, serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+        self.graph = build_graph().compile(checkpointer=saver)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, event: CRMEvent) -> tuple[RunInfo, bool]:
+        """Run an event up to the rep's decision. Returns the run and whether it was new."""
+        run_id = run_id_for(event)
+        existing = self.info(run_id, missing_ok=True)
+        if existing is not None and existing.status != "failed":
+            return existing, False
+        self._record(run_id, event, "running")
+        self._invoke(run_id, RunState(run_id=run_id, event=event))
+        return self.info(run_id), True
+
+    def decide(self, run_id: str, response: HumanResponse) -> RunInfo:
+        """Resume a waiting run with the rep's answer; a retry of the same answer after it was applied is a no-op."""
+        info = self.info(run_id)
+        snapshot = self.graph.get_state(self._config(run_id))
+        if info.status == "done":
+            done = RunState.model_validate(snapshot.values).decision
+            wanted = response.to_decision(done.decided_at)
+            if (wanted.decision, wanted.final_text, wanted.reason) != (done.decision, done.final_text, done.reason):
+                raise RunError(f"run {run_id} was already decided: {done.decision} by {done.rep_id} at {done.decided_at:%Y-%m-%d %H:%M}")
+            return info
+        if snapshot.next == ("await_rep",):
+            self._invoke(run_id, Command(resume=response.model_dump(mode="json")))
+        elif snapshot.next:  # crashed after the decision, mid side effects: finish them
+            self._invoke(run_id, None)
+        else:
+            raise RunError(f"run {run_id} is {info.status}, not waiting for a decision")
+        return self.info(run_id)
+
+    def state(self, run_id: str) -> RunState:
+        self.info(run_id)
+        return RunState.model_validate(self.graph.get_state(self._config(run_id)).values)
+
+    def info(self, run_id: str, missing_ok: bool = False) -> RunInfo | None:
+        row = self._conn.execute(
+            "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            if missing_ok:
+                return None
+            raise RunError(f"no run {run_id!r}; `salesloop inbox` lists the waiting runs")
+        return _info(row)
+
+    def runs(self, status: RunStatus | None = None) -> list[RunInfo]:
+        query = "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs"
+        rows = self._conn.execute(query + (" WHERE status = ?" if status else "") + " ORDER BY created_at, run_id", (status,) if status else ()).fetchall()
+        return [_info(r) for r in rows]
+
+    def _invoke(self, run_id: str, value: object) -> None:
+        try:
+            self.graph.invoke(value, self._config(run_id), context=self.services)
+        except Exception as exc:
+            self._set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        status = "waiting" if self.graph.get_state(self._config(run_id)).next == ("await_rep",) else "done"
+        self._set_status(run_id, status, None)
+
+    def _config(self, run_id: str) -> dict:
+        return {"configurable": {"thread_id": run_id}}
+
+    def _record(self, run_id: str, event: CRMEvent, status: RunStatus) -> None:
+        now = _now()
+        with self._conn:
+            self._conn.execute(
+                "INSERT INTO salesloop_runs VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(run_id) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at, error = NULL",
+                (run_id, event.id, event.type, status, now, now),
+            )
+
+    def _set_status(self, run_id: str, status: RunStatus, error: str | None) -> None:
+        with self._conn:
+            self._conn.execute("UPDATE salesloop_runs SET status = ?, updated_at = ?, error = ? WHERE run_id = ?", (status, _now(), error, run_id))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _info(row: tuple) -> RunInfo:
+    keys = ["run_id", "event_id", "event_type", "status", "created_at", "updated_at", "error"]
+    return RunInfo.model_validate(dict(zip(keys, row)))

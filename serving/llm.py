@@ -1,0 +1,69 @@
+"""The LLM protocol and the registry that picks a backend by the config's name."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from configs.settings import LLMSettings
+from prompts.templates import ChatMessage
+
+
+class LLMError(Exception):
+    """The model could not be loaded or could not answer."""
+
+
+class Generation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    model_id: str
+    adapter_id: str | None
+    input_tokens: int
+    output_tokens: int
+    stopped_by: Literal["eos", "max_tokens", "deadline"]
+    seconds: float
+
+
+class LLM(Protocol):
+    model_id: str
+    model_version: str
+    adapter_id: str | None
+
+    def generate(self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float) -> Generation:
+        """Greedy completion of a chat; stops at EOS, the token budget or the deadline."""
+
+
+Factory = Callable[[LLMSettings, Path], LLM]
+_BACKENDS: dict[str, Factory] = {}
+_LOADED: dict[tuple[str, str], LLM] = {}
+_LOCK = threading.Lock()
+
+
+def register_backend(name: str, factory: Factory) -> None:
+    if name in _BACKENDS:
+        raise ValueError(f"LLM backend {name!r} is already registered")
+    _BACKENDS[name] = factory
+
+
+def load_llm(settings: LLMSettings, data_dir: Path) -> LLM:
+    """The model for these settings, loaded at most once per process and shared by all runs."""
+    key = (settings.model_dump_json(), str(data_dir))
+    with _LOCK:
+        if key not in _LOADED:
+            if settings.backend not in _BACKENDS:
+                raise LLMError(f"unknown LLM backend {settings.backend!r}; known: {', '.join(sorted(_BACKENDS))}")
+            _LOADED[key] = _BACKENDS[settings.backend](settings, data_dir)
+        return _LOADED[key]
+
+
+def _register_builtin() -> None:
+    from serving.transformers_backend import TransformersLLM
+
+    register_backend("transformers", TransformersLLM.from_settings)
+
+
+_register_builtin()

@@ -1,0 +1,109 @@
+"""The vector store protocol and its Qdrant backend (local mode by path, or a server by URL: same code)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+from qdrant_client import QdrantClient, models
+
+from configs.settings import VectorStoreSettings
+
+
+class VectorStoreError(Exception):
+    """The vector store cannot be opened or queried; the message says what to do."""
+
+
+class StoredPoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+
+class PointHit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    score: float
+    payload: dict[str, Any]
+
+
+class VectorStore(Protocol):
+    def ensure_collection(self, dim: int, indexed_fields: list[str]) -> None: ...
+
+    def upsert(self, points: list[StoredPoint]) -> None: ...
+
+    def payload_of(self, keys: list[str], field: str) -> dict[str, Any]:
+        """`field` of the stored payload for each key that exists."""
+
+    def search(self, vector: list[float], limit: int, match: dict[str, str]) -> list[PointHit]:
+        """Top `limit` by cosine similarity among points whose payload equals every `match` item."""
+
+    def count(self) -> int: ...
+
+
+class QdrantStore:
+    def __init__(self, client: QdrantClient, collection: str):
+        self.client = client
+        self.collection = collection
+
+    @classmethod
+    def from_settings(cls, settings: VectorStoreSettings, data_dir: Path) -> QdrantStore:
+        try:
+            if settings.url:
+                client = QdrantClient(url=settings.url)
+            else:
+                path = settings.path if settings.path.is_absolute() else data_dir / settings.path
+                path.mkdir(parents=True, exist_ok=True)
+                client = QdrantClient(path=str(path))
+        except RuntimeError as exc:  # local mode allows one process per directory
+            raise VectorStoreError(f"cannot open the Qdrant store: {exc}; stop the other salesloop process or point vector_store.url at a Qdrant server") from None
+        return cls(client, settings.collection)
+
+    def ensure_collection(self, dim: int, indexed_fields: list[str]) -> None:
+        if self.client.collection_exists(self.collection):
+            size = self.client.get_collection(self.collection).config.params.vectors.size
+            if size != dim:
+                raise VectorStoreError(f"collection {self.collection!r} holds {size}-dim vectors but the embedder makes {dim}; delete the collection or use another name")
+            return
+        self.client.create_collection(
+            self.collection,
+            vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+            hnsw_config=models.HnswConfigDiff(m=16, ef_construct=128),
+        )
+        # Filtered search on a server needs payload indexes; local mode ignores them.
+        for field in indexed_fields:
+            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, points: list[StoredPoint]) -> None:
+        if points:
+            self.client.upsert(
+                self.collection,
+                [models.PointStruct(id=_point_id(p.key), vector=p.vector, payload={**p.payload, "key": p.key}) for p in points],
+            )
+
+    def payload_of(self, keys: list[str], field: str) -> dict[str, Any]:
+        records = self.client.retrieve(self.collection, [_point_id(k) for k in keys], with_payload=["key", field])
+        return {r.payload["key"]: r.payload.get(field) for r in records}
+
+    def search(self, vector: list[float], limit: int, match: dict[str, str]) -> list[PointHit]:
+        query_filter = models.Filter(must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in match.items()])
+        result = self.client.query_points(self.collection, query=vector, query_filter=query_filter, limit=limit, with_payload=True)
+        return [PointHit(key=p.payload["key"], score=p.score, payload=p.payload) for p in result.points]
+
+    def count(self) -> int:
+        if not self.client.collection_exists(self.collection):
+            return 0
+        return self.client.count(self.collection, exact=True).count
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _point_id(key: str) -> str:
+    # Qdrant ids are ints or UUIDs; a name-based UUID keeps our string keys stable across rebuilds.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"salesloop:{key}"))
