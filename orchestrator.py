@@ -10,7 +10,7 @@ import sqlite3
 from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -70,6 +70,23 @@ def build_graph() -> StateGraph:
     return graph
 
 
+def model_types(model: type[BaseModel]) -> set[type[BaseModel]]:
+    """`model` and every pydantic model reachable through its fields' annotations."""
+    found: set[type[BaseModel]] = set()
+
+    def visit(annotation: object) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in found:
+                found.add(annotation)
+                for field in annotation.model_fields.values():
+                    visit(field.annotation)
+        for arg in get_args(annotation):
+            visit(arg)
+
+    visit(model)
+    return found
+
+
 def run_id_for(event: CRMEvent) -> str:
     """The same event (source + id) always maps to the same run: a redelivered event starts nothing new."""
     return "run-" + sha256_text(f"{event.source}\x00{event.id}")[:16]
@@ -89,7 +106,8 @@ class Orchestrator:
         )
         self._conn.commit()
         # Strict deserialization: only the state schema's own types come back out of the checkpoint.
-        saver = SqliteSaver(self._conn, serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+        serde = JsonPlusSerializer(allowed_msgpack_modules=sorted((t.__module__, t.__name__) for t in model_types(RunState)))
+        saver = SqliteSaver(self._conn, serde=serde)
         self.graph = build_graph().compile(checkpointer=saver)
 
     def close(self) -> None:

@@ -51,7 +51,8 @@ def register_backend(name: str, factory: Factory) -> None:
 
 def load_llm(settings: LLMSettings, data_dir: Path) -> LLM:
     """The model for these settings, loaded at most once per process and shared by all runs."""
-    key = (settings.model_dump_json(), str(data_dir))
+    # The data dir only matters where the GGUF is materialized into it.
+    key = (settings.model_dump_json(), "" if settings.hf_dir else str(data_dir))
     with _LOCK:
         if key not in _LOADED:
             if settings.backend not in _BACKENDS:
