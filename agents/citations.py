@@ -25,5 +25,6 @@ def validate_markers(text: str, known: dict[str, list[SourceRef]]) -> tuple[str,
         return f"[{', '.join(good)}]" if good else ""
 
     cleaned = _BRACKET.sub(rewrite, text)
-    cleaned = re.sub(r"[ \t]+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", cleaned)).strip()
+    # No double spaces, and no space left before punctuation or a line end where a marker was cut.
+    cleaned = re.sub(r"[ \t]+(?=[.,;:!?)]|$)", "", re.sub(r"[ \t]{2,}", " ", cleaned), flags=re.MULTILINE).strip()
     return cleaned, list(kept.values()), list(dict.fromkeys(removed))

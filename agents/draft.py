@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from langgraph.runtime import Runtime
 
 from agents.citations import validate_markers
@@ -18,6 +20,12 @@ def case_sources(case: CaseHit) -> list[SourceRef]:
     return [SourceRef(kind="case", id=case.case_id, note=case.outcome), *(SourceRef(kind="document_chunk", id=c.id, field=c.kind) for c in case.chunks)]
 
 
+def whole_sentences(text: str) -> str:
+    """Drop the sentence a token budget or deadline cut off; keep everything if no sentence ended."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?:\s*\[[^\]]*\])*(?=\s|$)", text)]
+    return text[: ends[-1]].strip() if ends else text.strip()
+
+
 def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     timer = StepTimer("draft_proposal", state.run_id)
     services = runtime.context
@@ -27,7 +35,8 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     messages = prompt.render(facts=lead.facts, cases=state.cases, request=lead.request[:600], company=lead.account_name)
     generation = services.llm.generate(messages, llm_settings.max_new_tokens, llm_settings.deadline_s)
     known = {f.marker: [f.source] for f in lead.facts} | {c.marker: case_sources(c) for c in state.cases}
-    text, citations, removed = validate_markers(generation.text, known)
+    raw = generation.text if generation.stopped_by == "eos" else whole_sentences(generation.text)
+    text, citations, removed = validate_markers(raw, known)
     model_ref = SourceRef(kind="model", id=generation.model_id, version=services.llm.model_version, field=generation.adapter_id)
     draft = ProposalDraft(
         text=text,

@@ -14,18 +14,19 @@ from orchestrator import RunInfo
 
 def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
     table = Table(title=f"Waiting for a rep: {len(rows)} run(s)")
-    for column in ("run", "event", "company", "grade", "cases", "draft", "slots", "clauses"):
-        table.add_column(column)
+    for column in ("run", "event", "company", "grade", "cases", "slots", "clauses"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("draft", overflow="ellipsis", no_wrap=True, max_width=60)
     for info, state in rows:
         table.add_row(
             info.run_id,
-            f"{info.event_id} ({info.event_type})",
-            state.lead.account_name,
-            f"{state.grade.grade} ({state.grade.score:.0f})",
-            ", ".join(c.case_id for c in state.cases),
-            _clip(state.draft.text, 60),
+            info.event_type,
+            _clip(state.lead.account_name, 24),
+            f"{state.grade.grade} {state.grade.score:.0f}",
+            str(len(state.cases)),
             str(len(state.plan.slots)),
-            ", ".join(c.clause.id for c in state.plan.clauses),
+            str(len(state.plan.clauses)),
+            state.draft.text,
         )
     return table
 

@@ -26,10 +26,11 @@ class ConfigError(Exception):
 
 
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
-    path = Path(path or os.environ.get("SALESLOOP_CONFIG") or DEFAULT_CONFIG)
+    environ = env if env is not None else os.environ
+    path = Path(path or environ.get("SALESLOOP_CONFIG") or DEFAULT_CONFIG)
     raw = _read_yaml(path)
     for var, keys in ENV_OVERRIDES.items():
-        value = (env if env is not None else os.environ).get(var)
+        value = environ.get(var)
         if value:
             _set_in(raw, keys, value)
     try:
@@ -43,6 +44,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass --config with an existing YAML file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

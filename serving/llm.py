@@ -61,10 +61,11 @@ def load_llm(settings: LLMSettings, data_dir: Path) -> LLM:
         return _LOADED[key]
 
 
-def _register_builtin() -> None:
+def _transformers(settings: LLMSettings, data_dir: Path) -> LLM:
+    # Imported on first use: commands that never generate should not pay for torch.
     from serving.transformers_backend import TransformersLLM
 
-    register_backend("transformers", TransformersLLM.from_settings)
+    return TransformersLLM.from_settings(settings, data_dir)
 
 
-_register_builtin()
+register_backend("transformers", _transformers)
