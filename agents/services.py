@@ -61,3 +61,14 @@ class Services:
     @cached_property
     def feedback(self) -> FeedbackStore:
         return FeedbackStore(self.settings.data_dir / "feedback.sqlite")
+
+    def close(self) -> None:
+        """Release the vector store (Qdrant local mode locks its directory) if it was opened."""
+        if "vectors" in self.__dict__:
+            self.vectors.close()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -49,15 +49,12 @@ def demo(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     if not (crm_dir / "accounts.json").exists():
         summary = generate_demo(crm_dir, events_dir)
         err.print(f"demo CRM written to {crm_dir}: {summary.model_dump()}")
-    services = Services(settings)
-    with err.status("loading the embedder and indexing past cases…"):
-        written = index_cases(services.crm, services.embedder, services.vectors)
-    err.print(f"{written} cases (re)indexed in {settings.vector_store.collection}")
-    with err.status("loading the local model (materialized from the GGUF on first use)…"):
-        services.llm
     events = [e for path in sorted(events_dir.glob("*.json")) for e in load_events(path)]
-    with Orchestrator(services) as orch:
-        infos = _run_events(orch, events)
+    with Services(settings) as services, Orchestrator(services) as orch:
+        _prepare(services)
+        with err.status("loading the local model (materialized from the GGUF on first use)…"):
+            services.llm
+        infos = _run_events(orch, events, quiet=as_json)
         _show_inbox(orch, as_json)
     if not as_json:
         err.print(f"{sum(i.status == 'waiting' for i in infos)} of {len(infos)} demo runs wait for a rep. "
@@ -68,10 +65,19 @@ def demo(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 def event(file: Annotated[Path, typer.Argument(help="JSON file with one event or a list of events")], config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Run CRM events through the graph; each stops at the rep's decision."""
     events = load_events(file)  # all validated before any runs: a bad file starts nothing
-    with Orchestrator(Services(_settings(config))) as orch:
+    with Services(_settings(config)) as services, Orchestrator(services) as orch:
+        _prepare(services)
         infos = _run_events(orch, events, quiet=as_json)
     if as_json:
         _emit_json([i.model_dump(mode="json") for i in infos])
+
+
+def _prepare(services: Services) -> None:
+    """Load the embedder and bring the case index up to date once, before any event: never per event."""
+    with err.status("indexing past cases…"):
+        written = index_cases(services.crm, services.embedder, services.vectors)
+    if written:
+        err.print(f"{written} past cases (re)indexed into {services.settings.vector_store.collection}")
 
 
 def _run_events(orch: Orchestrator, events: list, quiet: bool = False) -> list[RunInfo]:
@@ -88,7 +94,7 @@ def _run_events(orch: Orchestrator, events: list, quiet: bool = False) -> list[R
 @app.command()
 def inbox(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """List the runs waiting for a rep's decision."""
-    with Orchestrator(Services(_settings(config))) as orch:
+    with Services(_settings(config)) as services, Orchestrator(services) as orch:
         _show_inbox(orch, as_json)
 
 
@@ -103,7 +109,7 @@ def _show_inbox(orch: Orchestrator, as_json: bool) -> None:
 @app.command()
 def show(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show one run: grade with reasons, similar cases, the draft with its sources, slots and clauses."""
-    with Orchestrator(Services(_settings(config))) as orch:
+    with Services(_settings(config)) as services, Orchestrator(services) as orch:
         info, state = orch.info(run), orch.state(run)
     if as_json:
         _emit_json({"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json")})
@@ -125,7 +131,7 @@ def decide(
     """Adopt, edit or reject a waiting draft; the run then books (or not) and the decision is stored."""
     settings = _settings(config)
     response = _response(adopt_, edit_file, reject_reason, rep or settings.rep_id, slot)
-    with Orchestrator(Services(settings)) as orch:
+    with Services(settings) as services, Orchestrator(services) as orch:
         info = orch.decide(run, response)
         state = orch.state(run)
     if as_json:
@@ -157,7 +163,7 @@ def _response(adopt_: bool, edit_file: Path | None, reason: str | None, rep_id: 
 @app.command()
 def trace(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Every step of a run with the sources it used: CRM fields, chunks, cases, prompt hash, model, rules, people."""
-    with Orchestrator(Services(_settings(config))) as orch:
+    with Services(_settings(config)) as services, Orchestrator(services) as orch:
         info, state = orch.info(run), orch.state(run)
     if as_json:
         _emit_json({"run": info.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in state.trace]})
@@ -168,9 +174,9 @@ def trace(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def index(config: ConfigOpt = None) -> None:
     """Embed new or changed past deals into the vector store."""
-    services = Services(_settings(config))
-    written = index_cases(services.crm, services.embedder, services.vectors)
-    err.print(f"{written} cases (re)indexed; {services.vectors.count()} in the collection")
+    with Services(_settings(config)) as services:
+        _prepare(services)
+        err.print(f"{services.vectors.count()} cases in the collection")
 
 
 def main() -> None:

@@ -25,6 +25,10 @@ CREATE TRIGGER IF NOT EXISTS feedback_no_update BEFORE UPDATE ON feedback
 BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END;
 CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
 BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END;
+-- INSERT OR REPLACE deletes the old row without firing the delete trigger: a second insert of an id is a no-op.
+CREATE TRIGGER IF NOT EXISTS feedback_no_replace BEFORE INSERT ON feedback
+WHEN EXISTS (SELECT 1 FROM feedback WHERE id = NEW.id)
+BEGIN SELECT RAISE(IGNORE); END;
 """
 
 

@@ -97,11 +97,11 @@ def test_delete_is_refused_by_the_database(store):
 
 def test_insert_or_replace_cannot_overwrite(store):
     store.append(_record(1))
-    # REPLACE deletes the old row first; with recursive triggers off that skips the delete trigger,
-    # so the schema must still keep the original record.
-    with pytest.raises(sqlite3.IntegrityError):
-        _raw(store, "INSERT OR REPLACE INTO feedback (id, run_id, recorded_at, record) VALUES ('fb-0001', 'run-x', 'x', '{}')")
+    # REPLACE deletes the old row without firing the delete trigger; the schema must still keep the original.
+    _raw(store, "INSERT OR REPLACE INTO feedback (id, run_id, recorded_at, record) VALUES ('fb-0001', 'run-x', 'x', '{}')")
+    _raw(store, "INSERT INTO feedback (id, run_id, recorded_at, record) VALUES ('fb-0001', 'run-y', 'y', '{}')")
     assert store.all() == [_record(1)]
+    assert store.for_run("run-x") == []
 
 
 def test_records_survive_reopening(tmp_path):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
 from configs.settings import VectorStoreSettings
 
@@ -75,9 +77,11 @@ class QdrantStore:
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
             hnsw_config=models.HnswConfigDiff(m=16, ef_construct=128),
         )
-        # Filtered search on a server needs payload indexes; local mode ignores them.
-        for field in indexed_fields:
-            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+        # Filtered search on a server needs payload indexes; local mode ignores them (and warns that it does).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+            for field in indexed_fields:
+                self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, points: list[StoredPoint]) -> None:
         if points:
@@ -92,7 +96,12 @@ class QdrantStore:
 
     def search(self, vector: list[float], limit: int, match: dict[str, str]) -> list[PointHit]:
         query_filter = models.Filter(must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in match.items()])
-        result = self.client.query_points(self.collection, query=vector, query_filter=query_filter, limit=limit, with_payload=True)
+        try:
+            result = self.client.query_points(self.collection, query=vector, query_filter=query_filter, limit=limit, with_payload=True)
+        except (ValueError, UnexpectedResponse):
+            if not self.client.collection_exists(self.collection):
+                raise VectorStoreError(f"collection {self.collection!r} does not exist; run `salesloop index` to build it from the CRM's past deals") from None
+            raise
         return [PointHit(key=p.payload["key"], score=p.score, payload=p.payload) for p in result.points]
 
     def count(self) -> int:

@@ -23,6 +23,8 @@ def load_events(path: Path) -> list[CRMEvent]:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise EventFileError(f"{path}: no such file") from None
+    except OSError as exc:  # a directory, no permission
+        raise EventFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventFileError(f"{path}: not valid JSON: {exc}") from None
     items, prefix = (raw, "event[{}]") if isinstance(raw, list) else ([raw], "event")
