@@ -7,9 +7,7 @@ A small index table beside the checkpoints lists runs by status for the inbox.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Literal, get_args
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer

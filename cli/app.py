@@ -55,6 +55,10 @@ def demo(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         with err.status("loading the local model (materialized from the GGUF on first use)…"):
             services.llm
         infos = _run_events(orch, events, quiet=as_json)
+        if not as_json:
+            for info in infos:
+                console.rule(info.run_id)
+                console.print(run_view(orch.info(info.run_id), orch.state(info.run_id)))
         _show_inbox(orch, as_json)
     if not as_json:
         err.print(f"{sum(i.status == 'waiting' for i in infos)} of {len(infos)} demo runs wait for a rep. "
@@ -72,12 +76,13 @@ def event(file: Annotated[Path, typer.Argument(help="JSON file with one event or
         _emit_json([i.model_dump(mode="json") for i in infos])
 
 
-def _prepare(services: Services) -> None:
+def _prepare(services: Services) -> int:
     """Load the embedder and bring the case index up to date once, before any event: never per event."""
     with err.status("indexing past cases…"):
         written = index_cases(services.crm, services.embedder, services.vectors)
     if written:
         err.print(f"{written} past cases (re)indexed into {services.settings.vector_store.collection}")
+    return written
 
 
 def _run_events(orch: Orchestrator, events: list, quiet: bool = False) -> list[RunInfo]:
@@ -172,15 +177,23 @@ def trace(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def index(config: ConfigOpt = None) -> None:
+def index(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Embed new or changed past deals into the vector store."""
     with Services(_settings(config)) as services:
-        _prepare(services)
-        err.print(f"{services.vectors.count()} cases in the collection")
+        written = _prepare(services)
+        total = services.vectors.count()
+    if as_json:
+        _emit_json({"written": written, "total": total})
+    else:
+        err.print(f"{total} cases in the collection")
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (SALESLOOP_DEBUG=1 re-raises)."""
+    # Nothing is downloaded at run time, and library progress bars would drown our own output.
+    for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(var, value)
     try:
         app(standalone_mode=False)
     except click.ClickException as exc:  # usage errors: click's own one-line message

