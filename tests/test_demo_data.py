@@ -248,7 +248,7 @@ def test_crash_mid_write_keeps_previous_files(tmp_path: Path, monkeypatch: pytes
     def fail(*_: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("demo.generate.os.replace", fail)
+    monkeypatch.setattr("tools.files.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         _generate(tmp_path, seed=8)
     # The failed run leaves neither half-written files nor temp files behind.
