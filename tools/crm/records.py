@@ -36,6 +36,7 @@ class Contact(Record):
     email: str
     phone: str | None = None
     raw_title: str = Field(description="job title exactly as typed in the CRM")
+    training_consent: bool = Field(default=True, description="may this contact's conversations train our models")
 
 
 class DocumentChunk(Record):
