@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from configs.settings import Settings
 
+M = TypeVar("M", bound=BaseModel)
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "default.yaml"
 # Paths a deployment may move without editing YAML.
 ENV_OVERRIDES = {
@@ -28,15 +29,43 @@ class ConfigError(Exception):
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
     environ = env if env is not None else os.environ
     path = Path(path or environ.get("SALESLOOP_CONFIG") or DEFAULT_CONFIG)
-    raw = _read_yaml(path)
+    raw = _read_with_extends(path, seen=())
     for var, keys in ENV_OVERRIDES.items():
         value = environ.get(var)
         if value:
             _set_in(raw, keys, value)
+    return validate_file(path, raw, Settings)
+
+
+def load_yaml_model(path: Path, model: type[M]) -> M:
+    """Any YAML config file validated against a pydantic model, with the same one-line errors."""
+    return validate_file(path, _read_yaml(path), model)
+
+
+def validate_file(path: Path, raw: dict[str, Any], model: type[M]) -> M:
     try:
-        return Settings.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """`extends: other.yaml` (relative to this file) starts from that file; this one's keys win, mappings merge."""
+    raw = _read_yaml(path)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    parent_path = (path.parent / str(parent)).resolve()
+    if parent_path in seen:
+        raise ConfigError(f"{path}: extends: {parent} makes a cycle ({' -> '.join(str(p) for p in seen)})")
+    return _merge(_read_with_extends(parent_path, (*seen, parent_path)), raw)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -159,3 +159,30 @@ def test_resolve_puts_relative_paths_under_data_dir(tmp_path):
 def test_directory_instead_of_file(tmp_path):
     message = _error(tmp_path)
     assert "cannot read" in message
+
+
+def test_every_shipped_config_validates():
+    from configs.loader import load_yaml_model
+    from finetune.records import FinetuneSettings
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    for path in root.glob("*.yaml"):
+        assert load_settings(path, env={}).llm.model_id
+    for path in (root / "finetune").glob("*.yaml"):
+        assert load_yaml_model(path, FinetuneSettings).stages
+
+
+def test_extends_merges_mappings_and_this_file_wins(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text(DEFAULT_CONFIG.read_text())
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: base.yaml\nllm: {max_new_tokens: 7}\nvector_store: {top_k: 2}\n")
+    settings = load_settings(child, env={})
+    assert (settings.llm.max_new_tokens, settings.llm.model_id, settings.vector_store.top_k) == (7, "SmolLM2-135M-Instruct-Q4_1", 2)
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_settings(tmp_path / "a.yaml", env={})
