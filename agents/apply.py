@@ -69,6 +69,7 @@ def feedback_record(state: RunState, services: Services) -> FeedbackRecord:
         model_id=draft.model_id,
         model_version=draft.model_version,
         adapter_id=draft.adapter_id,
+        adapter_sha256=draft.adapter_sha256,
         prompt_name=draft.prompt_name,
         prompt_sha256=draft.prompt_sha256,
         sources=list(dict.fromkeys(sources)),

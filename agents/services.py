@@ -9,6 +9,7 @@ from typing import Callable
 
 from configs.settings import Settings
 from feedback.store import FeedbackStore
+from finetune.registry import AdapterRegistry
 from serving.llm import LLM, load_llm
 from tools.calendar import Calendar, IcsCalendar
 from tools.clauses import check_rules, load_clause_library
@@ -61,6 +62,10 @@ class Services:
     @cached_property
     def feedback(self) -> FeedbackStore:
         return FeedbackStore(self.settings.data_dir / "feedback.sqlite")
+
+    @cached_property
+    def adapters(self) -> AdapterRegistry:
+        return AdapterRegistry(self.settings.data_dir / "adapters")
 
     def close(self) -> None:
         """Release the vector store (Qdrant local mode locks its directory) if it was opened."""

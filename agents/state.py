@@ -96,6 +96,7 @@ class ProposalDraft(Model):
     model_id: str
     model_version: str
     adapter_id: str | None
+    adapter_sha256: str | None
     output_tokens: int
     stopped_by: str
 

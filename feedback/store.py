@@ -50,6 +50,7 @@ class FeedbackRecord(BaseModel):
     model_id: str
     model_version: str
     adapter_id: str | None
+    adapter_sha256: str | None = None
     prompt_name: str
     prompt_sha256: str
     sources: list[SourceRef]

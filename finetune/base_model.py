@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+from configs.settings import LLMSettings
 from provenance import sha256_bytes
 
 MARKER = "salesloop-base.json"
@@ -70,3 +71,15 @@ def _marker_hash(model_dir: Path) -> str | None:
         return json.loads((model_dir / MARKER).read_text())["source_sha256"]
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         return None
+
+
+def base_model_dir(settings: LLMSettings, data_dir: Path) -> Path:
+    """The HF directory serving and training both load: the configured one, or the GGUF materialized once."""
+    if settings.hf_dir is not None:
+        return settings.hf_dir
+    return materialize(gguf_path(settings.gguf_package, settings.gguf_file or ""), data_dir / "models" / settings.model_id)
+
+
+def model_version(model_dir: Path) -> str:
+    """The GGUF's hash when we materialized it, else the config's: enough to tell two base models apart."""
+    return source_hash(model_dir) or sha256_bytes((model_dir / "config.json").read_bytes())

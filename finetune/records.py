@@ -40,8 +40,10 @@ class FinetuneSettings(Strict):
     replay_share: float = Field(default=0.3, ge=0, le=1, description="share of earlier rounds' data mixed in")
     eval_fraction: float = Field(default=0.2, ge=0, lt=1, description="newest records held out for evaluation")
     checkpoint_every: int = Field(default=20, ge=1, description="optimizer steps between resumable checkpoints")
-    promote_margin: float = Field(default=0.0, ge=0)
-    forgetting_margin: float = Field(default=0.05, ge=0)
+    promote_margin: float = Field(default=0.0, ge=0, description="mean log-likelihood gain per token a candidate must show")
+    forgetting_margin: float = Field(default=0.05, ge=0, description="largest allowed log-likelihood drop on earlier rounds' held-out sets")
+    eval_generations: int = Field(default=4, ge=0, description="held-out prompts drafted by each adapter for the generation check")
+    eval_max_new_tokens: int = Field(default=60, ge=1)
     device: str = "cpu"
 
 
@@ -60,6 +62,7 @@ class DatasetManifest(Strict):
     train_record_ids: list[str]
     eval_record_ids: list[str]
     excluded: dict[str, int] = Field(description="records left out, by reason: no_consent, duplicate, …")
+    prompts: dict[str, str] = Field(default_factory=dict, description="prompt files used to build the rows: name → sha256")
 
 
 class AdapterMetadata(Strict):
@@ -84,3 +87,4 @@ class AdapterRef(Strict):
     version: str
     path: str
     content_sha256: str
+    base_model_sha256: str = Field(description="the base model it was trained on; serving refuses any other")

@@ -6,9 +6,10 @@ import threading
 from pathlib import Path
 from typing import Callable, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from configs.settings import LLMSettings
+from finetune.records import AdapterRef
 from prompts.templates import ChatMessage
 
 
@@ -21,7 +22,8 @@ class Generation(BaseModel):
 
     text: str
     model_id: str
-    adapter_id: str | None
+    adapter_id: str | None = Field(description="the adapter version that generated this; None = the base model")
+    adapter_sha256: str | None = Field(description="content hash of that adapter's files, checked when they were loaded")
     input_tokens: int
     output_tokens: int
     stopped_by: Literal["eos", "max_tokens", "deadline"]
@@ -30,11 +32,22 @@ class Generation(BaseModel):
 
 class LLM(Protocol):
     model_id: str
-    model_version: str
-    adapter_id: str | None
+    model_version: str  # the base weights' hash: a promoted adapter's base_model_sha256 must equal it
 
-    def generate(self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float) -> Generation:
-        """Greedy completion of a chat; stops at EOS, the token budget or the deadline."""
+    def generate(
+        self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None
+    ) -> Generation:
+        """Greedy completion of a chat; stops at EOS, the token budget or the deadline.
+
+        With `adapter`, that LoRA adapter is applied on top of the shared base for this call only; files that do not
+        hash to `adapter.content_sha256` raise LLMError, so a run never falls back to the base or a stale adapter.
+        """
+
+    def completion_logprob(self, prompt: list[dict], completion: list[dict], adapter: AdapterRef | None, max_length: int) -> float:
+        """Summed log-probability of the `completion` messages after the chat-rendered `prompt`, scored as in training."""
+
+    def count_tokens(self, text: str) -> int:
+        """The number of tokens in `text`, special tokens excluded."""
 
 
 Factory = Callable[[LLMSettings, Path], LLM]

@@ -12,9 +12,12 @@ from configs import load_settings
 from configs.loader import DEFAULT_CONFIG
 from configs.settings import Settings
 from finetune.base_model import MARKER, BaseModelError, gguf_path, materialize, source_hash
+from finetune.records import AdapterRef
+from finetune.registry import AdapterRegistry
 from prompts.templates import ChatMessage
 from serving import LLM, LLMError, load_llm
 from serving.llm import Generation
+from tests.test_registry import adapter_metadata, make_adapter
 
 # A new backend is one more line here: name -> factory loading the backend from the test settings.
 LLM_FACTORIES: dict[str, Callable[[Settings], LLM]] = {
@@ -33,18 +36,26 @@ def llm(request, settings) -> LLM:
     return LLM_FACTORIES[request.param](settings)
 
 
+@pytest.fixture(scope="module")
+def lora_ref(model_dir, tmp_path_factory) -> AdapterRef:
+    """A real LoRA adapter for the base model, registered like a trained one."""
+    adapter = make_adapter(model_dir, tmp_path_factory.mktemp("lora") / "a", seed=1)
+    registry = AdapterRegistry(tmp_path_factory.mktemp("data") / "adapters")
+    return registry.ref(registry.register(adapter, adapter_metadata(source_hash(model_dir))).version)
+
+
 def _gguf() -> Path:
     raw = load_settings(DEFAULT_CONFIG, env={}).llm
     return gguf_path(raw.gguf_package, raw.gguf_file)
 
 
-def _check(gen: Generation, llm: LLM, max_new_tokens: int) -> None:
+def _check(gen: Generation, llm: LLM, max_new_tokens: int, adapter: AdapterRef | None = None) -> None:
     assert isinstance(gen, Generation)
     assert gen.input_tokens > 0
     assert 0 < gen.output_tokens <= max_new_tokens
     assert gen.stopped_by in {"eos", "max_tokens", "deadline"}
     assert gen.model_id == llm.model_id
-    assert gen.adapter_id == llm.adapter_id
+    assert (gen.adapter_id, gen.adapter_sha256) == ((adapter.version, adapter.content_sha256) if adapter else (None, None))
     assert gen.seconds > 0
     if gen.stopped_by == "max_tokens":
         assert gen.output_tokens == max_new_tokens
@@ -63,13 +74,23 @@ def test_greedy_generation_is_deterministic(llm):
 def test_identity_is_recorded(llm, settings):
     assert llm.model_id == settings.llm.model_id
     assert llm.model_version
-    assert llm.adapter_id is None
 
 
 def test_token_budget_is_respected(llm):
     gen = llm.generate(MESSAGES, 2, 60.0)
     _check(gen, llm, 2)
     assert gen.stopped_by in {"max_tokens", "eos"}
+
+
+def test_adapter_applies_to_its_call_only(llm, lora_ref):
+    base = llm.generate(MESSAGES, FEW_TOKENS, 60.0)
+    tuned = llm.generate(MESSAGES, FEW_TOKENS, 60.0, adapter=lora_ref)
+    again = llm.generate(MESSAGES, FEW_TOKENS, 60.0)
+    _check(base, llm, FEW_TOKENS)
+    _check(tuned, llm, FEW_TOKENS, lora_ref)
+    _check(again, llm, FEW_TOKENS)
+    assert tuned.text != base.text, "the adapter changes the output"
+    assert again.text == base.text, "the next call without an adapter gets the base model"
 
 
 def test_tiny_deadline_stops_early(llm):

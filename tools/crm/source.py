@@ -25,6 +25,8 @@ class CRMSource(Protocol):
 
     def contact_by_email(self, email: str) -> Contact | None: ...
 
+    def contacts(self) -> list[Contact]: ...
+
     def deal(self, deal_id: str) -> Deal: ...
 
     def past_deals(self) -> list[Deal]:
@@ -61,6 +63,9 @@ class JsonSnapshotCRM:
 
     def contact_by_email(self, email: str) -> Contact | None:
         return self._contacts_by_email.get(email.strip().lower())
+
+    def contacts(self) -> list[Contact]:
+        return sorted(self._contacts.values(), key=lambda c: c.id)
 
     def deal(self, deal_id: str) -> Deal:
         return _get(self._deals, deal_id, "deal")

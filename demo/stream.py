@@ -1,0 +1,35 @@
+"""A stream of inbound-email events from the demo CRM's contacts, for load and learning-loop benchmarks."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tools.crm.records import CRMEvent, InboundEmailPayload
+from tools.crm.source import JsonSnapshotCRM
+
+REQUESTS = [
+    ("Pricing for a rollout", "Could you send pricing for a rollout across our {n} sites? We need a proposal before our budget review."),
+    ("Integration question", "We are evaluating tools and need to know how the integration with our current systems would work."),
+    ("Demo request", "Our team would like a demo next week; we are comparing two vendors and decide this quarter."),
+    ("Timeline", "What timeline would a rollout take for a company of our size? Our deadline is the end of the quarter."),
+    ("Security review", "Before we sign, our security team needs your answers on data handling and access control."),
+    ("Renewal and expansion", "We are happy with the pilot and want a quote to expand to {n} more teams."),
+]
+
+
+def inbound_email_stream(crm_dir: Path, count: int, seed: int = 0, start: datetime | None = None) -> list[CRMEvent]:
+    """`count` deterministic inbound emails, each from a real contact of the snapshot, one hour apart."""
+    rng = random.Random(seed)
+    contacts = JsonSnapshotCRM(crm_dir).contacts()
+    start = start or datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    events = []
+    for i in range(count):
+        contact = rng.choice(contacts)
+        subject, body = rng.choice(REQUESTS)
+        payload = InboundEmailPayload(message_id=f"<stream-{seed}-{i}@demo>", from_email=contact.email, subject=subject,
+                                      body=f"Hello,\n\n{body.format(n=rng.randint(2, 12))}\n\n{contact.full_name}")
+        events.append(CRMEvent(id=f"stream-{seed}-{i:04d}", type="inbound_email", occurred_at=start + timedelta(hours=i),
+                               source="demo-stream", payload=payload))
+    return events
