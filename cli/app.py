@@ -15,6 +15,7 @@ from rich.console import Console
 from agents.inbox import HumanResponse, adopt, edit, reject
 from agents.services import Services
 from cli.errors import USER_ERRORS
+from cli.learn import adapters_app, feedback_app, finetune_app
 from cli.render import inbox_table, run_view, trace_tree
 from configs import load_settings
 from configs.settings import Settings
@@ -23,6 +24,9 @@ from tools.cases import index_cases
 from tools.crm.event_file import load_events
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM sales agents that learn from the reps who use them.")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(finetune_app, name="finetune")
+app.add_typer(adapters_app, name="adapters")
 console = Console()
 err = Console(stderr=True)
 
@@ -192,7 +196,7 @@ def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2 (SALESLOOP_DEBUG=1 re-raises)."""
     # Nothing is downloaded at run time, and library progress bars would drown our own output.
     for var, value in (("HF_HUB_OFFLINE", "1"), ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TOKENIZERS_PARALLELISM", "false"), ("TQDM_DISABLE", "1")):
         os.environ.setdefault(var, value)
     try:
         app(standalone_mode=False)

@@ -1,6 +1,10 @@
 """The errors a user fixes (config, input files, data, run ids): shown as one line, never a traceback."""
 
+from cli.learn import PromotionRefused
 from configs import ConfigError
+from feedback.export import ExportError
+from finetune.registry import AdapterError
+from finetune.train import TrainingError
 from finetune.base_model import BaseModelError
 from orchestrator import RunError
 from prompts import PromptError
@@ -14,6 +18,10 @@ from tools.records_io import RecordFileError
 from tools.vector_store import VectorStoreError
 
 USER_ERRORS = (
+    AdapterError,
+    ExportError,
+    PromotionRefused,
+    TrainingError,
     BaseModelError,
     CalendarError,
     ClauseLibraryError,

@@ -52,7 +52,8 @@ def run_view(info: RunInfo, state: RunState) -> Group:
         d = state.draft
         cites = "\n".join(f"[{c.marker}] " + ", ".join(r.label() for r in c.sources) for c in d.citations) or "no citations"
         removed = f"\nremoved unknown markers: {', '.join(d.removed_markers)}" if d.removed_markers else ""
-        parts.append(Panel(f"{d.text}\n\n{cites}{removed}", title=f"Draft · {d.model_id} · adapter {d.adapter_id or 'none'} · prompt {d.prompt_name}@{d.prompt_sha256[:12]}"))
+        adapter = f"adapter {d.adapter_id}@{d.adapter_sha256[:12]}" if d.adapter_id else "no adapter"
+        parts.append(Panel(f"{d.text}\n\n{cites}{removed}", title=f"Draft · {d.model_id} · {adapter} · prompt {d.prompt_name}@{d.prompt_sha256[:12]}"))
     if state.plan:
         parts.append(_plan(state))
     if state.decision:
