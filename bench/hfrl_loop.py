@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
     settings = load_settings(ROOT / "configs" / "default.yaml", env={"SALESLOOP_DATA_DIR": str(data_dir)})
     settings = settings.model_copy(update={"llm": settings.llm.model_copy(update={"max_new_tokens": args.max_new_tokens})})
     generate_demo(data_dir / "crm", data_dir / "events")
-    ft = load_yaml_model(ROOT / "configs" / "finetune" / "cpu.yaml", FinetuneSettings)
+    ft = load_yaml_model(args.finetune_config, FinetuneSettings)
     rep = SimulatedRep(RepPreferences(max_words=args.max_words))
     events = inbound_email_stream(data_dir / "crm", args.train_events + args.heldout_events, seed=args.seed)
     train, heldout = events[: args.train_events], events[args.train_events :]
@@ -128,8 +128,9 @@ def _record(table: str) -> None:
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-events", type=int, default=40)
-    parser.add_argument("--heldout-events", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=70)
+    parser.add_argument("--heldout-events", type=int, default=12)
+    parser.add_argument("--max-new-tokens", type=int, default=60)
+    parser.add_argument("--finetune-config", type=Path, default=ROOT / "configs" / "finetune" / "cpu.yaml")
     parser.add_argument("--max-words", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--speed-steps", type=int, default=6, help="steps for the training-speed comparison")

@@ -21,8 +21,8 @@ class RepPreferences(BaseModel):
     must_mention: list[str] = Field(default_factory=lambda: ["pilot", "SLA"], description="words every draft must contain")
     max_words: int = Field(default=60, ge=5)
     forbidden: list[str] = Field(default_factory=lambda: ["discount", "free of charge"], description="promises the rep never makes")
-    closing: str = Field(default="We propose a six-week pilot with a 99.9% delivery SLA.",
-                         description="the sentence the rep adds when a draft lacks a required word")
+    opening: str = Field(default="We propose a six-week pilot with a 99.9% delivery SLA.",
+                         description="the sentence the rep leads with when a draft lacks a required word")
     reject_after: int = Field(default=4, ge=1, description="this many broken preferences and the rep rejects instead of editing")
 
 
@@ -50,13 +50,13 @@ class SimulatedRep:
         return edit(self.rep_id, self.fix(draft))
 
     def fix(self, draft: str) -> str:
-        """The rep's edit: drop forbidden promises, keep the opening within budget, add the closing line."""
+        """The rep's edit: lead with the offer, then keep the draft's sentences that fit, minus forbidden promises."""
         p = self.preferences
         sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s and not any(w.lower() in s.lower() for w in p.forbidden)]
-        budget = p.max_words - len(p.closing.split())
+        budget = p.max_words - len(p.opening.split())
         kept: list[str] = []
         for sentence in sentences:
             if len(" ".join(kept + [sentence]).split()) > budget:
                 break
             kept.append(sentence)
-        return " ".join(kept + [p.closing]).strip()
+        return " ".join([p.opening, *kept]).strip()
