@@ -124,7 +124,9 @@ class Orchestrator:
         if existing is not None and existing.status != "failed":
             return existing, False
         self._record(run_id, event, "running")
-        self._invoke(run_id, RunState(run_id=run_id, event=event))
+        # A failed run resumes from its last checkpoint, so the steps that succeeded are neither redone nor traced twice.
+        resume = existing is not None and bool(self.graph.get_state(self._config(run_id)).next)
+        self._invoke(run_id, None if resume else RunState(run_id=run_id, event=event))
         return self.info(run_id), True
 
     def decide(self, run_id: str, response: HumanResponse) -> RunInfo:

@@ -158,3 +158,20 @@ def test_edit_and_reject(data_dir, orchestrator, indexed_services):
     assert orchestrator.state(rejected.run_id).applied.booking_uid is None
     assert calendar_uid_count(indexed_services, rejected.run_id) == 0
     assert [r.run_id for r in orchestrator.runs("waiting")] == []
+
+
+def test_failed_run_resumes_where_it_stopped_when_the_event_comes_again(data_dir, orchestrator, indexed_services):
+    from tools.cases import index_cases
+    from tools.vector_store import VectorStoreError
+
+    event = demo_event(data_dir, "05-inbound-email")
+    indexed_services.vectors.client.delete_collection(indexed_services.settings.vector_store.collection)
+    with pytest.raises(VectorStoreError, match="salesloop index"):
+        orchestrator.start(event)
+    assert orchestrator.info(run_id_for(event)).status == "failed"
+
+    index_cases(indexed_services.crm, indexed_services.embedder, indexed_services.vectors)
+    info, new = orchestrator.start(event)
+    steps = [t.step for t in orchestrator.state(info.run_id).trace]
+    assert new and info.status == "waiting"
+    assert steps == ["normalize", "grade_lead", "retrieve_cases", "draft_proposal", "plan_schedule"]
