@@ -27,7 +27,9 @@ from agents.schedule import plan_schedule
 from agents.services import Services
 from agents.state import RunState
 from provenance import sha256_text
+from provenance.audit import log_step
 from tools.crm.records import CRMEvent
+from tools.sqlite_files import compact
 
 NODES = [
     ("normalize", normalize),
@@ -38,7 +40,7 @@ NODES = [
     ("await_rep", await_rep),
     ("apply", apply_decision),
 ]
-RunStatus = Literal["running", "waiting", "done", "failed"]
+RunStatus = Literal["running", "waiting", "done", "failed", "erased"]
 
 
 class RunError(Exception):
@@ -148,7 +150,9 @@ class Orchestrator:
         return self.info(run_id)
 
     def state(self, run_id: str) -> RunState:
-        self.info(run_id)
+        info = self.info(run_id)
+        if info.status == "erased":
+            raise RunError(f"run {run_id} was erased on {info.updated_at:%Y-%m-%d %H:%M} at a customer's request; the audit log keeps its hashes")
         return RunState.model_validate(self.graph.get_state(self._config(run_id)).values)
 
     def info(self, run_id: str, missing_ok: bool = False) -> RunInfo | None:
@@ -166,9 +170,33 @@ class Orchestrator:
         rows = self._conn.execute(query + (" WHERE status = ?" if status else "") + " ORDER BY created_at, run_id", (status,) if status else ()).fetchall()
         return [_info(r) for r in rows]
 
+    def runs_mentioning(self, identifiers: list[str]) -> list[str]:
+        """Runs whose state holds any of these strings (case-insensitive): what erasing a person must reach."""
+        wanted = [i.lower() for i in identifiers if i]
+        found = []
+        for info in self.runs():
+            if info.status == "erased":
+                continue
+            values = self.graph.get_state(self._config(info.run_id)).values
+            dumped = RunState.model_validate(values).model_dump_json().lower() if values else ""
+            if any(w in dumped for w in wanted):
+                found.append(info.run_id)
+        return found
+
+    def erase_runs(self, run_ids: list[str]) -> None:
+        """Delete the runs' checkpoints for good; their index rows stay, marked erased, so the run ids still resolve."""
+        for run_id in run_ids:
+            self.graph.checkpointer.delete_thread(run_id)
+            self._set_status(run_id, "erased", None)
+        compact(self._conn)
+
     def _invoke(self, run_id: str, value: object) -> None:
         try:
-            self.graph.invoke(value, self._config(run_id), context=self.services)
+            # Streamed so each step is in the audit log as soon as its checkpoint is written, not when the run ends.
+            for update in self.graph.stream(value, self._config(run_id), context=self.services, stream_mode="updates"):
+                for output in update.values():
+                    for trace in (output or {}).get("trace", []) if isinstance(output, dict) else []:
+                        log_step(self.services.audit, trace)
         except Exception as exc:
             self._set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-
 from langgraph.runtime import Runtime
 
+from agents.consent import check_lead
+from agents.schedule import CALL_PURPOSE
 from agents.services import Services
 from agents.state import ApplyResult, RunState
 from agents.tracing import StepTimer
 from feedback.store import FeedbackRecord
-from provenance import SourceRef
+from provenance import SourceRef, sha256_text
 from tools.calendar import Booking, booking_uid
 
 
@@ -18,6 +19,7 @@ def apply_decision(state: RunState, runtime: Runtime[Services]) -> dict:
     services = runtime.context
     record = feedback_record(state, services)
     stored = services.feedback.append(record)
+    _audit_decision(state, services, record)
     refs = [SourceRef(kind="human", id=state.decision.rep_id, field=state.decision.decision),
             SourceRef(kind="tool", id="feedback_store", field=record.id, note="stored" if stored else "already stored")]
     result = ApplyResult(booking_uid=None, booked_now=False, booked_slot=None, clause_ids=[], feedback_id=record.id)
@@ -33,6 +35,11 @@ def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[App
     clause_ids = [c.clause.id for c in plan.clauses]
     refs = [SourceRef(kind="rule", id=f"clause_rule:{c.rule_id}", field=c.clause.id, version=c.clause.version) for c in plan.clauses]
     if not plan.slots or plan.consultant is None:
+        return result.model_copy(update={"clause_ids": clause_ids}), refs
+    # Consent may have been withdrawn while the draft waited for the rep: ask the CRM again before booking.
+    call = check_lead(services, CALL_PURPOSE, lead, current=True)
+    refs.append(call.ref)
+    if not call.allowed:
         return result.model_copy(update={"clause_ids": clause_ids}), refs
     slot = plan.slots[min(decision.slot_index, len(plan.slots) - 1)]
     consultant = plan.consultant.consultant
@@ -76,6 +83,15 @@ def feedback_record(state: RunState, services: Services) -> FeedbackRecord:
         decided_at=decision.decided_at,
         recorded_at=services.clock(),
     )
+
+
+def _audit_decision(state: RunState, services: Services, record: FeedbackRecord) -> None:
+    """Who decided what, as ids and hashes: the texts themselves stay in the feedback store, where erasure can reach them."""
+    services.audit.append(f"{state.run_id}:decision", "decision", state.run_id, {
+        "rep_id": record.rep_id, "decision": record.decision, "feedback_id": record.id,
+        "draft_sha256": sha256_text(record.draft), "final_text_sha256": sha256_text(record.final_text) if record.final_text else None,
+        "model_id": record.model_id, "adapter_id": record.adapter_id, "prompt_sha256": record.prompt_sha256,
+    }, at=state.decision.decided_at)
 
 
 def _summary(state: RunState, result: ApplyResult) -> str:

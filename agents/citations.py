@@ -8,7 +8,7 @@ from agents.state import Citation
 from provenance import SourceRef
 
 # One bracket may hold several markers: "[L1, C2]".
-_BRACKET = re.compile(r"\[([A-Za-z]{1,3}\d{1,3}(?:\s*[,;]\s*[A-Za-z]{1,3}\d{1,3})*)\]")
+MARKER_BRACKET = re.compile(r"\[([A-Za-z]{1,3}\d{1,3}(?:\s*[,;]\s*[A-Za-z]{1,3}\d{1,3})*)\]")
 
 
 def validate_markers(text: str, known: dict[str, list[SourceRef]]) -> tuple[str, list[Citation], list[str]]:
@@ -24,7 +24,7 @@ def validate_markers(text: str, known: dict[str, list[SourceRef]]) -> tuple[str,
             kept.setdefault(marker, Citation(marker=marker, sources=known[marker]))
         return f"[{', '.join(good)}]" if good else ""
 
-    cleaned = _BRACKET.sub(rewrite, text)
+    cleaned = MARKER_BRACKET.sub(rewrite, text)
     # No double spaces, and no space left before punctuation or a line end where a marker was cut.
     cleaned = re.sub(r"[ \t]+(?=[.,;:!?)]|$)", "", re.sub(r"[ \t]{2,}", " ", cleaned), flags=re.MULTILINE).strip()
     return cleaned, list(kept.values()), list(dict.fromkeys(removed))

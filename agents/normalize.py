@@ -70,6 +70,7 @@ def _from_new_lead(p: NewLeadPayload) -> _Fields:
                        ("raw_title", "title"), ("budget_usd", "budget_usd"), ("request", "message")]:
         f.put(name, getattr(p, attr), SourceRef(kind="crm_record", id=rec, field=attr))
     f.values.update(lead_id=p.lead_id, account_id=None, contact_id=None, owner_rep_id=None)
+    f.put("consents", p.consents, SourceRef(kind="crm_record", id=rec, field="consents"))
     f.put("engagement", {"web_visit": p.web_visits, "email_open": p.email_opens, "demo_request": int(p.demo_requested)},
           SourceRef(kind="crm_record", id=rec, field="web_visits,email_opens,demo_requested"))
     return f
@@ -108,7 +109,8 @@ def _from_contact(contact: Contact, account: Account) -> _Fields:
                        ("timezone", "timezone"), ("owner_rep_id", "owner_rep_id"), ("account_id", "id")]:
         f.put(name, getattr(account, attr), SourceRef(kind="crm_record", id=acc, field=attr))
     f.put("account_name", account.name, SourceRef(kind="crm_record", id=acc, field="name"))
-    for name, attr in [("contact_name", "full_name"), ("email", "email"), ("raw_title", "raw_title"), ("contact_id", "id")]:
+    for name, attr in [("contact_name", "full_name"), ("email", "email"), ("raw_title", "raw_title"), ("contact_id", "id"),
+                       ("consents", "consents")]:
         f.put(name, getattr(contact, attr), SourceRef(kind="crm_record", id=con, field=attr))
     f.values.update(lead_id=contact.id, budget_usd=None)
     return f
@@ -118,18 +120,18 @@ def _facts(f: _Fields, role: str, seniority: str) -> list[LeadFact]:
     """The facts the draft may cite, each numbered [L#] and tied to the field it came from."""
     v, r = f.values, f.refs
     rows = [
-        ("Company", f"{v['account_name']} ({v['country']})", r["account_name"]),
-        ("Industry", str(v["industry"]).replace("_", " "), r["industry"]),
-        ("Company size", f"{v['employees']} employees", r["employees"]),
-        ("Contact", f"{v['contact_name']}, {role.replace('_', ' ')} ({seniority.replace('_', ' ')})", r["raw_title"]),
+        ("account_name", "Company", f"{v['account_name']} ({v['country']})", r["account_name"]),
+        ("industry", "Industry", str(v["industry"]).replace("_", " "), r["industry"]),
+        ("employees", "Company size", f"{v['employees']} employees", r["employees"]),
+        ("contact_name", "Contact", f"{v['contact_name']}, {role.replace('_', ' ')} ({seniority.replace('_', ' ')})", r["raw_title"]),
     ]
     if v.get("budget_usd"):
-        rows.append(("Budget", f"USD {v['budget_usd']:,}", r["budget_usd"]))
+        rows.append(("budget_usd", "Budget", f"USD {v['budget_usd']:,}", r["budget_usd"]))
     if v.get("deal_stage"):
-        rows.append(("Deal stage", str(v["deal_stage"]), r["deal_stage"]))
+        rows.append(("deal_stage", "Deal stage", str(v["deal_stage"]), r["deal_stage"]))
     if v.get("request"):
-        rows.append(("Customer request", _clip(str(v["request"]), 600), r["request"]))
-    return [LeadFact(marker=f"L{i}", label=label, value=value, source=ref) for i, (label, value, ref) in enumerate(rows, 1)]
+        rows.append(("request", "Customer request", _clip(str(v["request"]), 600), r["request"]))
+    return [LeadFact(marker=f"L{i}", field=name, label=label, value=value, source=ref) for i, (name, label, value, ref) in enumerate(rows, 1)]
 
 
 def _clip(text: str, limit: int) -> str:

@@ -6,6 +6,7 @@ import re
 
 from langgraph.runtime import Runtime
 
+from agents.consent import check_lead
 from agents.services import Services
 from agents.state import RunState, SchedulePlan
 from agents.tracing import StepTimer
@@ -13,11 +14,18 @@ from provenance import SourceRef
 from tools.calendar import find_free_slots, match_consultants
 from tools.clauses import select_clauses
 
+CALL_PURPOSE = "consultant_call"
+
 
 def plan_schedule(state: RunState, runtime: Runtime[Services]) -> dict:
     timer = StepTimer("plan_schedule", state.run_id)
     services = runtime.context
-    plan, refs = _slots(state, services)
+    call = check_lead(services, CALL_PURPOSE, state.lead)
+    if call.allowed:
+        plan, refs = _slots(state, services)
+    else:
+        plan, refs = SchedulePlan(consultant=None, slots=[], clauses=[], notes=[f"no call proposed: {call.reason}"]), []
+    refs.append(call.ref)
     settings = services.settings
     lead = state.lead
     choices = select_clauses(settings.clauses.rules, services.clause_library, lead.industry, lead.region, lead.employees)

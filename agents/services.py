@@ -10,6 +10,10 @@ from typing import Callable
 from configs.settings import Settings
 from feedback.store import FeedbackStore
 from finetune.registry import AdapterRegistry
+from provenance.audit import AuditLog
+from provenance.consent import ConsentPolicy
+from provenance.masking import MaskVault
+from configs.loader import load_yaml_model
 from serving.llm import LLM, load_llm
 from tools.calendar import Calendar, IcsCalendar
 from tools.clauses import check_rules, load_clause_library
@@ -64,8 +68,20 @@ class Services:
         return FeedbackStore(self.settings.data_dir / "feedback.sqlite")
 
     @cached_property
+    def consent(self) -> ConsentPolicy:
+        return load_yaml_model(self.settings.consent_policy, ConsentPolicy)
+
+    @cached_property
+    def masks(self) -> MaskVault:
+        return MaskVault(self.settings.resolve(self.settings.masking.vault))
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.settings.data_dir / "audit.sqlite")
+
+    @cached_property
     def adapters(self) -> AdapterRegistry:
-        return AdapterRegistry(self.settings.data_dir / "adapters")
+        return AdapterRegistry(self.settings.data_dir / "adapters", audit=self.audit)
 
     def close(self) -> None:
         """Release the vector store (Qdrant local mode locks its directory) if it was opened."""

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.templates import ChatMessage
 from provenance import SourceRef, StepTrace
+from provenance.consent import ConsentFlag
 from tools.calendar import ConsultantMatch
 from tools.clauses import ClauseChoice
 from tools.crm.records import CRMEvent, DealStage, DocumentChunk, Industry, Region
@@ -24,6 +25,7 @@ class LeadFact(Model):
     """One fact the draft may cite as [marker], with the CRM field it came from."""
 
     marker: str
+    field: str = Field(description="the profile field it states: what the consent policy allows or refuses")
     label: str
     value: str
     source: SourceRef
@@ -51,6 +53,7 @@ class LeadProfile(Model):
     deal_id: str | None = None
     deal_stage: DealStage | None = None
     request: str = Field(default="", description="what the customer wrote: form message, email body, attachment text")
+    consents: dict[str, ConsentFlag] = Field(default_factory=dict, description="the contact's consent flags when the event came")
     facts: list[LeadFact]
     refs: dict[str, SourceRef] = Field(description="where each profile field was read")
 
@@ -86,17 +89,34 @@ class Citation(Model):
     sources: list[SourceRef]
 
 
+class DraftSentence(Model):
+    """One sentence of a draft and the sources that support it; no sources means unsupported."""
+
+    text: str
+    sources: list[SourceRef]
+    method: Literal["marker", "similarity", "none"] = Field(
+        description="marker: the model's own validated markers; similarity: embedding attribution; none: unsupported")
+    similarity: float | None = Field(default=None, description="best cosine similarity to a given fact or chunk")
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.sources)
+
+
 class ProposalDraft(Model):
     text: str
     citations: list[Citation]
+    sentences: list[DraftSentence] = Field(default_factory=list)
+    supported_share: float | None = Field(default=None, ge=0, le=1, description="share of sentences with at least one source")
     removed_markers: list[str] = Field(description="markers the model wrote that it was not given")
-    messages: list[ChatMessage] = Field(description="exactly what the model was sent")
+    messages: list[ChatMessage] = Field(description="the chat as rendered; a remote model got it masked (see the step's notes)")
     prompt_name: str
     prompt_sha256: str
     model_id: str
     model_version: str
     adapter_id: str | None
     adapter_sha256: str | None
+    input_tokens: int | None = None
     output_tokens: int
     stopped_by: str
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,11 +16,15 @@ from rich.console import Console
 from agents.inbox import HumanResponse, adopt, edit, reject
 from agents.services import Services
 from cli.errors import USER_ERRORS
+from cli.governance import audit_app, erase
 from cli.learn import adapters_app, feedback_app, finetune_app
-from cli.render import inbox_table, run_view, trace_tree
+from cli.render import inbox_table, lineage_table, run_view, trace_tree
 from configs import load_settings
 from configs.settings import Settings
 from orchestrator import Orchestrator, RunInfo
+from provenance.lineage import adapter_lineage, adapters_trained_on
+from provenance.otel_export import emit_run_spans, tracer_provider_for
+from provenance.prov_export import run_document
 from tools.cases import index_cases
 from tools.crm.event_file import load_events
 
@@ -27,6 +32,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM sales ag
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(finetune_app, name="finetune")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(audit_app, name="audit")
+app.command()(erase)
 console = Console()
 err = Console(stderr=True)
 
@@ -169,15 +176,56 @@ def _response(adopt_: bool, edit_file: Path | None, reason: str | None, rep_id: 
     return reject(rep_id, reason)
 
 
+class TraceFormat(str, Enum):
+    text = "text"
+    json = "json"
+    prov_json = "prov-json"
+    otel = "otel"
+
+
 @app.command()
-def trace(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Every step of a run with the sources it used: CRM fields, chunks, cases, prompt hash, model, rules, people."""
-    with Services(_settings(config)) as services, Orchestrator(services) as orch:
+def trace(
+    run: Annotated[Optional[str], typer.Argument(help="run id")] = None,
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="instead of a run: the decisions and runs this adapter version learned from")] = None,
+    fmt: Annotated[TraceFormat, typer.Option("--format", help="text; json; prov-json (W3C PROV); otel (spans to the configured exporter)")] = TraceFormat.text,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why a run's draft said what it said: event, steps, sources, prompt and model, rep's decision, adapters trained on it."""
+    if (run is None) == (adapter is None):
+        raise typer.BadParameter("give a RUN id or --adapter VERSION (one of them)")
+    fmt = TraceFormat.json if as_json else fmt
+    settings = _settings(config)
+    if adapter is not None:
+        return _trace_adapter(settings, adapter, fmt)
+    with Services(settings) as services, Orchestrator(services) as orch:
         info, state = orch.info(run), orch.state(run)
-    if as_json:
-        _emit_json({"run": info.model_dump(mode="json"), "steps": [s.model_dump(mode="json") for s in state.trace]})
+        trained = adapters_trained_on(services.adapters, {r.id for r in services.feedback.for_run(run)})
+    if fmt is TraceFormat.json:
+        _emit_json({"run": info.model_dump(mode="json"), "event": state.event.model_dump(mode="json"),
+                    "steps": [s.model_dump(mode="json") for s in state.trace],
+                    "draft": state.draft.model_dump(mode="json", exclude={"messages"}) if state.draft else None,
+                    "decision": state.decision.model_dump(mode="json") if state.decision else None, "trained_adapters": trained})
+    elif fmt is TraceFormat.prov_json:
+        typer.echo(run_document(info, state, trained).serialize(format="json", indent=2))
+    elif fmt is TraceFormat.otel:
+        provider = tracer_provider_for(settings.telemetry, settings.data_dir)
+        emit_run_spans(info, state, provider)
+        provider.shutdown()
+        err.print(f"{len(state.trace) + 1} spans sent to the {settings.telemetry.exporter} exporter")
     else:
-        console.print(trace_tree(info, state))
+        console.print(trace_tree(info, state, trained))
+
+
+def _trace_adapter(settings: Settings, version: str, fmt: TraceFormat) -> None:
+    services = Services(settings)
+    rows = adapter_lineage(services.adapters, services.feedback, version)
+    if fmt is TraceFormat.json:
+        _emit_json({"adapter": version, "records": [r.model_dump(mode="json") for r in rows]})
+    elif fmt is TraceFormat.text:
+        console.print(lineage_table(version, rows))
+    else:
+        raise typer.BadParameter(f"--adapter supports --format text or json, not {fmt.value}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,6 +22,8 @@ from finetune.base_model import base_model_dir, model_version
 from finetune.evaluate import EvalReport, evaluate
 from finetune.records import FinetuneSettings
 from finetune.rounds import RoundResult, consent_checker, corpus_round, feedback_round
+from orchestrator import Orchestrator
+from provenance.masking import Masker, known_values, mask_row
 
 FINETUNE_DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "finetune" / "cpu.yaml"
 
@@ -78,12 +81,21 @@ def feedback_export(
 ) -> None:
     """Export rep decisions as a training dataset that trl's trainers load as is."""
     with _services(config) as services:
+        mask = _export_masker(services) if services.settings.masking.exports else None
         manifest = export_dataset(services.feedback.all(), fmt.value, out, eval_fraction=eval_fraction,
-                                  consent=consent_checker(services.crm), created_at=services.clock())
+                                  consent=consent_checker(services.crm, services.consent), created_at=services.clock(), mask=mask)
     if as_json:
         _emit(manifest.model_dump(mode="json"))
     else:
         err.print(f"{out}: " + ", ".join(f"{f.name} {f.count} rows" for f in manifest.files) + f"; left out {manifest.excluded}")
+
+
+def _export_masker(services: Services) -> Callable[[dict], dict]:
+    """Masks every person the CRM mirror or a run knows: exported files may leave the machine."""
+    with Orchestrator(services) as orch:
+        leads = [orch.state(i.run_id).lead for i in orch.runs() if i.status != "erased"]
+    masker = Masker(known_values([*services.crm.contacts(), *(lead for lead in leads if lead)], services.settings.masking.fields))
+    return lambda row: mask_row(row, masker)
 
 
 @finetune_app.callback(invoke_without_command=True)

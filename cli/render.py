@@ -8,8 +8,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from agents.state import RunState
+from agents.state import ProposalDraft, RunState
 from orchestrator import RunInfo
+from provenance.lineage import LineageRecord
 
 
 def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
@@ -49,11 +50,7 @@ def run_view(info: RunInfo, state: RunState) -> Group:
             cases.add_row(c.marker, c.case_id, c.outcome, f"{c.score:.3f}", ", ".join(k.id for k in c.chunks), _clip(c.summary, 70))
         parts.append(cases)
     if state.draft:
-        d = state.draft
-        cites = "\n".join(f"[{c.marker}] " + ", ".join(r.label() for r in c.sources) for c in d.citations) or "no citations"
-        removed = f"\nremoved unknown markers: {', '.join(d.removed_markers)}" if d.removed_markers else ""
-        adapter = f"adapter {d.adapter_id}@{d.adapter_sha256[:12]}" if d.adapter_id else "no adapter"
-        parts.append(Panel(f"{d.text}\n\n{cites}{removed}", title=f"Draft · {d.model_id} · {adapter} · prompt {d.prompt_name}@{d.prompt_sha256[:12]}"))
+        parts.append(_draft(state.draft))
     if state.plan:
         parts.append(_plan(state))
     if state.decision:
@@ -62,6 +59,29 @@ def run_view(info: RunInfo, state: RunState) -> Group:
     if state.applied and state.applied.booking_uid:
         parts.append(Text(f"Booked {state.applied.booked_slot.start:%a %Y-%m-%d %H:%M %Z} (uid {state.applied.booking_uid})"))
     return Group(*parts)
+
+
+def _draft(d: ProposalDraft) -> Panel:
+    adapter = f"adapter {d.adapter_id}@{d.adapter_sha256[:12]}" if d.adapter_id else "no adapter"
+    body = Text(d.text + "\n")
+    body.append_text(sentence_sources(d))
+    if d.removed_markers:
+        body.append(f"\nremoved unknown markers: {', '.join(d.removed_markers)}", style="yellow")
+    return Panel(body, title=f"Draft · {d.model_id} · {adapter} · prompt {d.prompt_name}@{d.prompt_sha256[:12]}")
+
+
+def sentence_sources(d: ProposalDraft) -> Text:
+    """Each sentence with the sources behind it, or marked unsupported, and the supported share."""
+    share = "n/a" if d.supported_share is None else f"{d.supported_share:.0%}"
+    text = Text(f"\nSources by sentence ({share} supported):\n", style="bold")
+    for i, sentence in enumerate(d.sentences, 1):
+        text.append(f"{i}. {_clip(sentence.text, 60)} — ")
+        if sentence.supported:
+            how = "cited" if sentence.method == "marker" else f"similarity {sentence.similarity:.2f}"
+            text.append(f"{', '.join(r.label() for r in sentence.sources)} ({how})\n")
+        else:
+            text.append("UNSUPPORTED\n", style="red")
+    return text
 
 
 def _plan(state: RunState) -> Table:
@@ -81,8 +101,11 @@ def _plan(state: RunState) -> Table:
     return table
 
 
-def trace_tree(info: RunInfo, state: RunState) -> Tree:
-    tree = Tree(f"[bold]{info.run_id}[/] · event {info.event_id} ({info.event_type}) · {info.status}")
+def trace_tree(info: RunInfo, state: RunState, trained_adapters: list[str]) -> Tree:
+    """Event → steps with their sources → the draft's sentences → the rep's decision → adapters that learned from it."""
+    tree = Tree(f"[bold]{info.run_id}[/] · {info.status}")
+    event = state.event
+    tree.add(f"event {event.id} ({event.type}) from {event.source} at {event.occurred_at:%Y-%m-%d %H:%M}")
     for step in state.trace:
         extra = " · ".join(x for x in [
             f"model {step.model_id}" if step.model_id else "",
@@ -96,7 +119,23 @@ def trace_tree(info: RunInfo, state: RunState) -> Tree:
             node.add(ref.label() + (f" — {ref.note}" if ref.note else ""))
         for note in step.notes:
             node.add(Text(f"note: {note}", style="yellow"))
+        if step.step == "draft_proposal" and state.draft:
+            node.add(sentence_sources(state.draft))
+    if state.decision:
+        dec = state.decision
+        tree.add(f"decision: {dec.decision} by {dec.rep_id} at {dec.decided_at:%Y-%m-%d %H:%M}" + (f" — {dec.reason}" if dec.reason else ""))
+    tree.add("trained into adapters: " + (", ".join(trained_adapters) or "none yet"))
     return tree
+
+
+def lineage_table(version: str, rows: list[LineageRecord]) -> Table:
+    table = Table(title=f"Adapter {version} learned from {len(rows)} feedback record(s)")
+    for column in ("record", "run", "via", "decision", "rep", "decided"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.record_id, r.run_id or "—", r.adapter, r.decision or "erased", r.rep_id or "—",
+                      f"{r.decided_at:%Y-%m-%d %H:%M}" if r.decided_at else "—")
+    return table
 
 
 def _clip(text: str, limit: int) -> str:

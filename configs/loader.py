@@ -52,6 +52,8 @@ def validate_file(path: Path, raw: dict[str, Any], model: type[M]) -> M:
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     """`extends: other.yaml` (relative to this file) starts from that file; this one's keys win, mappings merge."""
     raw = _read_yaml(path)
+    if isinstance(raw.get("consent_policy"), str):  # a policy file lives beside the settings file that names it
+        raw["consent_policy"] = str(path.parent / raw["consent_policy"])
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

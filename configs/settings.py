@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from provenance.masking import MaskingSettings
 from tools.crm.records import Industry, Region
 from tools.scheduling_records import ClauseRule
 
@@ -16,8 +17,8 @@ class Strict(BaseModel):
 
 
 class LLMSettings(Strict):
-    backend: Literal["transformers"] = "transformers"
-    model_id: str = Field(description="the id recorded in every trace")
+    backend: Literal["transformers", "openai"] = "transformers"
+    model_id: str = Field(description="the id recorded in every trace (and the served model name for openai)")
     # Exactly one source: a GGUF inside an installed package, a GGUF file, or an HF directory.
     gguf_package: str | None = None
     gguf_file: str | None = None
@@ -26,10 +27,15 @@ class LLMSettings(Strict):
     deadline_s: float = Field(default=60.0, gt=0)
     repetition_penalty: float = Field(default=1.2, ge=1.0)
     threads: int | None = Field(default=None, ge=1)
+    base_url: str | None = Field(default=None, description="openai backend: the server's /v1 URL, e.g. http://gpu-box:8000/v1")
+    api_key_env: str | None = Field(default=None, description="openai backend: environment variable holding the API key")
 
     @model_validator(mode="after")
     def _one_source(self) -> LLMSettings:
-        if self.hf_dir is None and self.gguf_file is None:
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("llm.backend is openai: set llm.base_url to the server's /v1 URL")
+        elif self.hf_dir is None and self.gguf_file is None:
             raise ValueError("set llm.hf_dir (an HF model directory) or llm.gguf_file (with llm.gguf_package or a path)")
         return self
 
@@ -114,6 +120,27 @@ class ClauseSettings(Strict):
     rules: list[ClauseRule] = Field(min_length=1)
 
 
+class AttributionSettings(Strict):
+    """Sentence-level sources: markers first, then embedding similarity against the facts and chunks the model saw."""
+
+    min_similarity: float = Field(default=0.5, ge=0, le=1, description="cosine similarity a fact or chunk needs to support a sentence")
+    max_sources: int = Field(default=3, ge=1, le=20, description="most similar sources kept per sentence")
+
+
+class TelemetrySettings(Strict):
+    """Where `trace --format otel` sends its spans."""
+
+    exporter: Literal["console", "file", "otlp"] = "file"
+    path: Path = Path("telemetry/spans.jsonl")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces")
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> TelemetrySettings:
+        if self.exporter == "otlp" and not self.otlp_endpoint:
+            raise ValueError("telemetry.exporter is otlp: set telemetry.otlp_endpoint")
+        return self
+
+
 class Settings(Strict):
     data_dir: Path = Path(".salesloop")
     rep_id: str = Field(default="rep-demo", description="who decides when no --rep is given")
@@ -127,6 +154,11 @@ class Settings(Strict):
     scheduling: SchedulingSettings = SchedulingSettings()
     clauses: ClauseSettings
     regions: dict[Region, list[str]] = Field(default_factory=dict, description="informational")
+    consent_policy: Path = Field(default=Path(__file__).resolve().parent / "consent.yaml",
+                                 description="consent and purpose policy; a relative path is relative to the settings file")
+    masking: MaskingSettings = MaskingSettings()
+    attribution: AttributionSettings = AttributionSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     def resolve(self, path: Path) -> Path:
         """Relative paths in the config live under the data directory."""

@@ -34,6 +34,7 @@ from tools.crm.records import (
     InboundEmailPayload,
     NewLeadPayload,
 )
+from provenance.consent import ConsentFlag
 from tools.files import write_atomically
 from tools.scheduling_records import Clause, Consultant
 
@@ -181,8 +182,15 @@ def _contacts(rng: random.Random, orgs: list[_Org]) -> list[Contact]:
                 id=f"con-{len(contacts) + 1:04d}", account_id=org.account.id, full_name=f"{first} {last}",
                 email=_email(org, first, last), phone=_phone(rng, org.country),
                 raw_title=deck.draw(org.account.industry),
+                consents=_consents(len(contacts)),
             ))
     return contacts
+
+
+def _consents(index: int) -> dict[str, ConsentFlag]:
+    # Drawn without the generator so that adding flags left every other demo value as it was.
+    given = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc) + timedelta(days=7 * index)
+    return {name: ConsentFlag(granted=True, at=given, source="customer portal sign-up") for name in ("phone_marketing", "model_training")}
 
 
 def _email(org: _Org, first: str, last: str) -> str:
@@ -398,7 +406,9 @@ def _events(orgs: list[_Org], contacts: list[Contact], open_deals: list[Deal]) -
         slug = _ascii_slug(lead["company"].split(" ")[0], "-")
         events[f"{index:02d}-new-lead-{slug}.json"] = CRMEvent(
             id=f"evt-{index:04d}", type="new_lead", occurred_at=_at(index + 1, 8 + index, 5 * index),
-            source="demo-crm", payload=NewLeadPayload(lead_id=f"lead-{index:04d}", **lead),
+            source="demo-crm", payload=NewLeadPayload(
+                lead_id=f"lead-{index:04d}", **lead,
+                consents={"phone_marketing": ConsentFlag(granted=True, at=_at(index + 1, 8 + index, 5 * index), source="web form")}),
         )
     by_id = {org.account.id: org for org in orgs}
     # The slipping rollout belongs to an open manufacturing deal, where delivery dates bite hardest.

@@ -67,8 +67,12 @@ def export_dataset(
     consent: Callable[[str], bool],
     created_at: datetime,
     pair_threshold: float = 0.5,
+    mask: Callable[[Row], Row] | None = None,
 ) -> DatasetManifest:
-    """Write train.jsonl, eval.jsonl and manifest.json to `out_dir`; nothing is written if there is nothing to train on."""
+    """Write train.jsonl, eval.jsonl and manifest.json to `out_dir`; nothing is written if there is nothing to train on.
+
+    With `mask`, every row passes through it before it is written (personal data → placeholders).
+    """
     if not 0 <= eval_fraction < 1:
         raise ValueError(f"eval_fraction must be in [0, 1); got {eval_fraction}")
     if not 0 < pair_threshold <= 1:
@@ -89,7 +93,7 @@ def export_dataset(
     for part, built in ((train_records, train), (eval_records, evaluation)):
         for row, ids in _rows(part, fmt, pair_threshold):
             contributing.update(ids)
-            built.add(row, ids, seen)
+            built.add(mask(row) if mask else row, ids, seen)
     excluded = {
         "superseded": len(records) - len(current),
         "no_consent": len(current) - len(usable),
@@ -101,7 +105,7 @@ def export_dataset(
             f"no {fmt} rows for training from {len(train_records)} decision(s) ({_counts(Counter(r.decision for r in train_records))}; "
             f"left out: {_counts(excluded)}); {_HINTS[fmt]}"
         )
-    return _write(out_dir, fmt, created_at, train, evaluation, excluded)
+    return _write(out_dir, fmt, created_at, train, evaluation, excluded, masked=mask is not None)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -225,7 +229,8 @@ def _dumps(row: Row) -> str:
     return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
-def _write(out_dir: Path, fmt: DatasetFormat, created_at: datetime, train: _Built, evaluation: _Built, excluded: dict[str, int]) -> DatasetManifest:
+def _write(out_dir: Path, fmt: DatasetFormat, created_at: datetime, train: _Built, evaluation: _Built, excluded: dict[str, int],
+           masked: bool) -> DatasetManifest:
     files = []
     for name, built in ((TRAIN_FILE, train), (EVAL_FILE, evaluation)):
         data = "".join(_dumps(row) + "\n" for row in built.rows).encode("utf-8")
@@ -238,6 +243,7 @@ def _write(out_dir: Path, fmt: DatasetFormat, created_at: datetime, train: _Buil
         train_record_ids=list(train.ids),
         eval_record_ids=list(evaluation.ids),
         excluded=excluded,
+        masked=masked,
     )
     # The manifest goes last: a reader that finds it knows both data files are complete.
     write_atomically(out_dir / MANIFEST_FILE, manifest.model_dump_json(indent=2).encode("utf-8"))

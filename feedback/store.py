@@ -12,7 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.templates import ChatMessage
 from provenance import SourceRef
+from tools.sqlite_files import compact
 
+_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
+BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END"""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
     id TEXT PRIMARY KEY,
@@ -23,13 +26,12 @@ CREATE TABLE IF NOT EXISTS feedback (
 CREATE INDEX IF NOT EXISTS feedback_run ON feedback(run_id);
 CREATE TRIGGER IF NOT EXISTS feedback_no_update BEFORE UPDATE ON feedback
 BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END;
-CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
-BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END;
+{no_delete};
 -- INSERT OR REPLACE deletes the old row without firing the delete trigger: a second insert of an id is a no-op.
 CREATE TRIGGER IF NOT EXISTS feedback_no_replace BEFORE INSERT ON feedback
 WHEN EXISTS (SELECT 1 FROM feedback WHERE id = NEW.id)
 BEGIN SELECT RAISE(IGNORE); END;
-"""
+""".format(no_delete=_NO_DELETE)
 
 
 class FeedbackRecord(BaseModel):
@@ -78,6 +80,22 @@ class FeedbackStore:
                 (record.id, record.run_id, record.recorded_at.isoformat(), record.model_dump_json()),
             )
             return cursor.rowcount == 1
+
+    def erase(self, run_ids: list[str], lead_id: str) -> list[str]:
+        """The one way records leave the store: erasing a person. Returns the ids of the records removed."""
+        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+            db.execute("PRAGMA secure_delete=ON")
+            db.execute("BEGIN IMMEDIATE")
+            marks = ",".join("?" * len(run_ids))
+            ids = [row[0] for row in db.execute(
+                f"SELECT id FROM feedback WHERE run_id IN ({marks}) OR json_extract(record, '$.lead_id') = ?", (*run_ids, lead_id))]
+            # The delete guard is lifted inside the transaction only: other writers never see the store unguarded.
+            db.execute("DROP TRIGGER feedback_no_delete")
+            db.executemany("DELETE FROM feedback WHERE id = ?", [(i,) for i in ids])
+            db.execute(_NO_DELETE)
+            db.execute("COMMIT")
+            compact(db)
+        return ids
 
     def for_run(self, run_id: str) -> list[FeedbackRecord]:
         return self._select("WHERE run_id = ? ORDER BY recorded_at, id", (run_id,))

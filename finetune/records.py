@@ -63,6 +63,7 @@ class DatasetManifest(Strict):
     eval_record_ids: list[str]
     excluded: dict[str, int] = Field(description="records left out, by reason: no_consent, duplicate, …")
     prompts: dict[str, str] = Field(default_factory=dict, description="prompt files used to build the rows: name → sha256")
+    masked: bool = Field(default=False, description="personal data in the rows was replaced by placeholders")
 
 
 class AdapterMetadata(Strict):

@@ -24,6 +24,7 @@ from typing import Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finetune.records import AdapterMetadata, AdapterRef
+from provenance.audit import AuditKind, AuditLog
 from tools.files import write_atomically
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -55,6 +56,7 @@ class RegistryState(Strict):
     history: list[HistoryEvent] = Field(default_factory=list)
     candidate: str | None = None
     candidate_share: float = Field(default=0.0, ge=0, le=1)
+    needs_retraining: dict[str, str] = Field(default_factory=dict, description="version → why it must be retrained (erasure)")
 
     @property
     def promoted(self) -> str | None:
@@ -65,6 +67,7 @@ class AdapterEntry(Strict):
     metadata: AdapterMetadata
     status: AdapterStatus = Field(description="retired: promoted once, no longer in service")
     path: str
+    needs_retraining: str | None = Field(default=None, description="why it must be retrained, if it learned from erased data")
 
 
 def content_sha256(adapter_dir: Path) -> str:
@@ -94,8 +97,9 @@ def _bucket(key: str) -> float:
 
 
 class AdapterRegistry:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, audit: AuditLog | None = None):
         self.root = root
+        self.audit = audit
 
     # ---------------------------------------------------------------- versions
 
@@ -114,6 +118,10 @@ class AdapterRegistry:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._log(f"adapter:{version}:trained", "training", version, {
+            "kind": stored.kind, "content_sha256": stored.content_sha256, "base_model_sha256": stored.base_model_sha256,
+            "parent_version": stored.parent_version, "dataset_manifest_sha256": stored.dataset_manifest_sha256,
+            "record_ids": list(stored.record_ids)})
         return stored
 
     def get(self, version: str) -> AdapterMetadata:
@@ -148,7 +156,8 @@ class AdapterRegistry:
         state = self._read_state()
         ever_promoted = {event.version for event in state.history}
         return [
-            AdapterEntry(metadata=self.get(version), status=_status(version, state, ever_promoted), path=str(self._dir(version)))
+            AdapterEntry(metadata=self.get(version), status=_status(version, state, ever_promoted), path=str(self._dir(version)),
+                         needs_retraining=state.needs_retraining.get(version))
             for version in self._versions()
         ]
 
@@ -174,6 +183,7 @@ class AdapterRegistry:
                 state.candidate, state.candidate_share = None, 0.0
 
         self._update(apply)
+        self._log_history()
 
     def rollback(self) -> str | None:
         """Return to the version promoted before the current one (None = the base model); that version is returned."""
@@ -187,7 +197,22 @@ class AdapterRegistry:
             state.history.append(HistoryEvent(action="rollback", version=state.promoted, previous=current, at=_now()))
             return state.promoted
 
-        return self._update(apply)
+        restored = self._update(apply)
+        self._log_history()
+        return restored
+
+    def mark_for_retraining(self, versions: list[str], reason: str) -> None:
+        """Flag adapters that learned from data which has since been erased; their files stay until replaced."""
+
+        def apply(state: RegistryState) -> None:
+            for version in versions:
+                self._dir(version)
+                state.needs_retraining[version] = reason
+
+        self._update(apply)
+
+    def needs_retraining(self) -> dict[str, str]:
+        return dict(self._read_state().needs_retraining)
 
     def set_candidate(self, version: str | None, share: float, *, base_model_sha256: str | None = None) -> None:
         """Route `share` of runs to `version` (None ends the A/B test).
@@ -216,6 +241,17 @@ class AdapterRegistry:
         return self.ref(state.promoted) if state.promoted else None
 
     # ---------------------------------------------------------------- internals
+
+    def _log(self, key: str, kind: AuditKind, subject: str, data: dict) -> None:
+        if self.audit is not None:
+            self.audit.append(key, kind, subject, data)
+
+    def _log_history(self) -> None:
+        """Audit every promotion and rollback not logged yet (keyed by position, so a retry logs nothing twice)."""
+        for number, event in enumerate(self.history(), 1):
+            subject = event.version or "base"
+            self._log(f"adapters:history:{number}", "promotion" if event.action == "promote" else "rollback", subject,
+                      {"action": event.action, "version": event.version, "previous": event.previous})
 
     def _check_servable(self, version: str, base_model_sha256: str | None) -> None:
         metadata = self.verify(version)

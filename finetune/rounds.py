@@ -23,10 +23,12 @@ from finetune.registry import AdapterRegistry
 from finetune.train import TrainResult, train_adapter
 from prompts import load_prompt
 from provenance import sha256_bytes, sha256_text
+from provenance.consent import ConsentPolicy
 from tools.files import write_atomically
 from tools.crm.source import CRMDataError, CRMSource
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TRAINING_PURPOSE = "model_training"
 Progress = Callable[[str, int, int, dict[str, float]], None]
 
 
@@ -39,14 +41,15 @@ class RoundResult(BaseModel):
     training: TrainResult
 
 
-def consent_checker(crm: CRMSource) -> Callable[[str], bool]:
-    """A lead may train our models unless its CRM contact withdrew consent (unknown leads came in by form)."""
+def consent_checker(crm: CRMSource, policy: ConsentPolicy) -> Callable[[str], bool]:
+    """May a lead's decisions train our models? Its CRM contact's model_training flag, else the policy's default."""
 
     def consents(lead_id: str) -> bool:
         try:
-            return crm.contact(lead_id).training_consent
-        except CRMDataError:
-            return True
+            flags = crm.contact(lead_id).consents
+        except CRMDataError:  # a lead from a form, not (yet) a CRM contact
+            flags = {}
+        return policy.check(TRAINING_PURPOSE, flags, lead_id).allowed
 
     return consents
 
@@ -95,7 +98,7 @@ def feedback_round(services: Services, settings: FinetuneSettings, progress: Pro
     records = select_records(services.feedback.all(), lineage_record_ids(registry, parent), settings.replay_share, settings.seed)
     formats = list(dict.fromkeys(stage.method for stage in settings.stages))
     dataset_dir, manifests, digest = export_round(records, formats, services.settings.data_dir / "datasets",
-                                                  settings.eval_fraction, consent_checker(services.crm))
+                                                  settings.eval_fraction, consent_checker(services.crm, services.consent))
     rows = {fmt: read_rows(dataset_dir / fmt / "train.jsonl") for fmt in formats}
     record_ids = sorted({i for m in manifests.values() for i in m.train_record_ids})
     return _train_and_register(services, settings, rows, "feedback", parent, digest, record_ids, dataset_dir, manifests, progress)

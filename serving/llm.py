@@ -33,6 +33,7 @@ class Generation(BaseModel):
 class LLM(Protocol):
     model_id: str
     model_version: str  # the base weights' hash: a promoted adapter's base_model_sha256 must equal it
+    local: bool  # False: chats leave the process, so personal data is masked before they go
 
     def generate(
         self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None
@@ -81,4 +82,11 @@ def _transformers(settings: LLMSettings, data_dir: Path) -> LLM:
     return TransformersLLM.from_settings(settings, data_dir)
 
 
+def _openai(settings: LLMSettings, data_dir: Path) -> LLM:
+    from serving.openai_backend import OpenAICompatibleLLM
+
+    return OpenAICompatibleLLM(settings)
+
+
 register_backend("transformers", _transformers)
+register_backend("openai", _openai)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 
 class TransformersLLM:
+    local = True
     def __init__(self, model_dir: Path, model_id: str, repetition_penalty: float = 1.0, threads: int | None = None):
         if threads:
             torch.set_num_threads(threads)

@@ -165,9 +165,15 @@ def test_every_shipped_config_validates():
     from configs.loader import load_yaml_model
     from finetune.records import FinetuneSettings
 
+    from provenance.consent import ConsentPolicy
+
     root = Path(__file__).resolve().parent.parent / "configs"
+    policies = {"consent.yaml": ConsentPolicy}  # files that are not settings, each with its own schema
     for path in root.glob("*.yaml"):
-        assert load_settings(path, env={}).llm.model_id
+        if path.name in policies:
+            assert load_yaml_model(path, policies[path.name])
+        else:
+            assert load_settings(path, env={}).consent_policy.is_file()
     for path in (root / "finetune").glob("*.yaml"):
         assert load_yaml_model(path, FinetuneSettings).stages
 
@@ -186,3 +192,21 @@ def test_extends_cycle_is_an_error(tmp_path):
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match="makes a cycle"):
         load_settings(tmp_path / "a.yaml", env={})
+
+
+def test_a_relative_consent_policy_is_read_beside_the_settings_file(tmp_path):
+    (tmp_path / "policies").mkdir()
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {DEFAULT_CONFIG}\nconsent_policy: policies/strict.yaml\n")
+    assert load_settings(child, env={}).consent_policy == tmp_path / "policies" / "strict.yaml"
+
+
+def test_a_purpose_needing_an_unknown_consent_is_named(tmp_path):
+    from configs.loader import load_yaml_model
+    from provenance.consent import ConsentPolicy
+
+    policy = tmp_path / "consent.yaml"
+    policy.write_text("consents: {model_training: {description: x, default: true}}\n"
+                      "purposes: {call: {description: y, channel: phone, requires: phone_marketing, fields: [phone]}}\n")
+    with pytest.raises(ConfigError, match=r"consent\.yaml: .*purpose call requires consent 'phone_marketing'.*known: model_training"):
+        load_yaml_model(policy, ConsentPolicy)

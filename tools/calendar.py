@@ -73,6 +73,10 @@ class Calendar(Protocol):
         """Write the meeting once; False if an event with `booking.uid` already exists."""
         ...
 
+    def erase_attendee(self, email: str) -> int:
+        """Remove this person from every meeting (erasure); the number of meetings changed."""
+        ...
+
     def bookings(self, consultant: Consultant, uid: str) -> int:
         """How many events carry `uid`."""
         ...
@@ -113,6 +117,18 @@ class IcsCalendar:
             calendar.add_component(_event(booking))
             write_atomically(path, calendar.to_ical())
         return True
+
+    def erase_attendee(self, email: str) -> int:
+        """Take a person off every meeting in every calendar file (erasure); returns how many meetings changed."""
+        changed = 0
+        for path in sorted(self.calendar_dir.glob("*.ics")):
+            with _exclusive_lock(path):
+                calendar = _read(path)
+                count = sum(_drop_attendee(event, email) for event in calendar.walk("VEVENT"))
+                if count:
+                    write_atomically(path, calendar.to_ical())
+                changed += count
+        return changed
 
     def bookings(self, consultant: Consultant, uid: str) -> int:
         path = self._path(consultant)
@@ -161,6 +177,20 @@ def _aware(value: date | datetime, zone: ZoneInfo) -> datetime:
     if not isinstance(value, datetime):
         value = datetime.combine(value, time())
     return value if value.utcoffset() is not None else value.replace(tzinfo=zone)
+
+
+def _drop_attendee(event: icalendar.Event, email: str) -> bool:
+    attendees = event.get("ATTENDEE")
+    if attendees is None:
+        return False
+    attendees = attendees if isinstance(attendees, list) else [attendees]
+    kept = [a for a in attendees if str(a).lower().removeprefix("mailto:") != email.lower()]
+    if len(kept) == len(attendees):
+        return False
+    del event["ATTENDEE"]
+    for attendee in kept:
+        event.add("attendee", attendee)
+    return True
 
 
 def _count_uid(calendar: icalendar.Calendar, uid: str) -> int:

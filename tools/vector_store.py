@@ -12,6 +12,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from configs.settings import VectorStoreSettings
+from tools.sqlite_files import compact_file
 
 
 class VectorStoreError(Exception):
@@ -47,24 +48,26 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
+    def compact(self) -> None:
+        """Make overwritten payloads unrecoverable from storage (erasure)."""
+
 
 class QdrantStore:
-    def __init__(self, client: QdrantClient, collection: str):
+    def __init__(self, client: QdrantClient, collection: str, local_path: Path | None = None):
         self.client = client
         self.collection = collection
+        self.local_path = local_path
 
     @classmethod
     def from_settings(cls, settings: VectorStoreSettings, data_dir: Path) -> QdrantStore:
         try:
             if settings.url:
-                client = QdrantClient(url=settings.url)
-            else:
-                path = settings.path if settings.path.is_absolute() else data_dir / settings.path
-                path.mkdir(parents=True, exist_ok=True)
-                client = QdrantClient(path=str(path))
+                return cls(QdrantClient(url=settings.url), settings.collection)
+            path = settings.path if settings.path.is_absolute() else data_dir / settings.path
+            path.mkdir(parents=True, exist_ok=True)
+            return cls(QdrantClient(path=str(path)), settings.collection, local_path=path)
         except RuntimeError as exc:  # local mode allows one process per directory
             raise VectorStoreError(f"cannot open the Qdrant store: {exc}; stop the other salesloop process or point vector_store.url at a Qdrant server") from None
-        return cls(client, settings.collection)
 
     def ensure_collection(self, dim: int, indexed_fields: list[str]) -> None:
         if self.client.collection_exists(self.collection):
@@ -111,6 +114,15 @@ class QdrantStore:
 
     def close(self) -> None:
         self.client.close()
+
+    def compact(self) -> None:
+        """Rewrite local-mode storage so replaced payloads leave no bytes behind (erasure); a server compacts itself."""
+        if self.local_path is None:
+            return
+        self.client.close()
+        for path in self.local_path.rglob("*.sqlite"):
+            compact_file(path)
+        self.client = QdrantClient(path=str(self.local_path))
 
 
 def _point_id(key: str) -> str:

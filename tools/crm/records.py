@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from provenance.consent import ConsentFlag
+
 Industry = Literal["manufacturing", "saas", "education", "medical_devices"]
 Region = Literal["NA", "EMEA", "APAC", "LATAM"]
 DealStage = Literal["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"]
@@ -36,7 +38,7 @@ class Contact(Record):
     email: str
     phone: str | None = None
     raw_title: str = Field(description="job title exactly as typed in the CRM")
-    training_consent: bool = Field(default=True, description="may this contact's conversations train our models")
+    consents: dict[str, ConsentFlag] = Field(default_factory=dict, description="consent name (configs/consent.yaml) → the contact's answer")
 
 
 class DocumentChunk(Record):
@@ -80,6 +82,7 @@ class NewLeadPayload(Record):
     web_visits: int = Field(default=0, ge=0)
     email_opens: int = Field(default=0, ge=0)
     demo_requested: bool = False
+    consents: dict[str, ConsentFlag] = Field(default_factory=dict, description="the form's consent checkboxes")
 
 
 class Attachment(Record):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -9,6 +11,7 @@ from typing import Protocol, TypeVar
 from pydantic import BaseModel
 
 from tools.crm.records import Account, Contact, Deal
+from tools.files import write_atomically
 from tools.records_io import load_records
 
 T = TypeVar("T", bound=BaseModel)
@@ -31,6 +34,9 @@ class CRMSource(Protocol):
 
     def past_deals(self) -> list[Deal]:
         """Closed deals with a case summary: the cases we retrieve from."""
+
+    def erase_contact(self, contact_id: str, redact: Callable[[str], str]) -> list[str]:
+        """Erase a contact from our copy of the CRM; returns the ids of the deals whose texts changed."""
 
 
 class JsonSnapshotCRM:
@@ -73,9 +79,34 @@ class JsonSnapshotCRM:
     def past_deals(self) -> list[Deal]:
         return [d for d in self._deals.values() if d.outcome != "open" and d.case_summary]
 
+    def erase_contact(self, contact_id: str, redact: Callable[[str], str]) -> list[str]:
+        """Remove a contact from the mirror and `redact` their data out of deal texts; returns the deals changed."""
+        contact = self.contact(contact_id)
+        changed = []
+        deals = []
+        for deal in self._deals.values():
+            erased = deal.model_copy(update={
+                "contact_id": None if deal.contact_id == contact.id else deal.contact_id,
+                "case_summary": redact(deal.case_summary) if deal.case_summary else deal.case_summary,
+                "chunks": [c.model_copy(update={"text": redact(c.text)}) for c in deal.chunks],
+            })
+            deals.append(erased)
+            if erased != deal:
+                changed.append(deal.id)
+        _write_records(self.directory / "deals.json", deals)
+        _write_records(self.directory / "contacts.json", [c for c in self._contacts.values() if c.id != contact.id])
+        for cached in ("_contacts", "_contacts_by_email", "_deals"):
+            self.__dict__.pop(cached, None)
+        return changed
+
     def _load(self, name: str, model: type[T]) -> list[T]:
         fix = "run `salesloop demo` to create the demo CRM or point crm.path at your mirror"
         return load_records(self.directory / name, model, fix)
+
+
+def _write_records(path: Path, records: list[BaseModel]) -> None:
+    data = [r.model_dump(mode="json", exclude_defaults=False) for r in records]
+    write_atomically(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _get(table: dict[str, T], key: str, what: str) -> T:
