@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime, timezone
-from typing import Literal, get_args
+from typing import Callable, Literal, get_args
 
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -26,7 +26,7 @@ from agents.retrieve import retrieve_cases
 from agents.schedule import plan_schedule
 from agents.services import Services
 from agents.state import RunState
-from provenance import sha256_text
+from provenance import StepTrace, sha256_text
 from provenance.audit import log_step
 from tools.crm.records import CRMEvent
 from tools.sqlite_files import compact
@@ -47,6 +47,10 @@ class RunError(Exception):
     """A run cannot do what was asked (unknown run, already decided, not waiting)."""
 
 
+class UnknownRun(RunError):
+    """No run has this id."""
+
+
 class RunInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -64,10 +68,17 @@ def build_graph() -> StateGraph:
     previous = START
     for name, node in NODES:
         graph.add_node(name, node)
-        graph.add_edge(previous, name)
+        if previous == "grade_lead":  # a record-only route, or a lead graded too low, ends here with nothing to decide
+            graph.add_conditional_edges(previous, _after_grade, {name: name, END: END})
+        else:
+            graph.add_edge(previous, name)
         previous = name
     graph.add_edge(previous, END)
     return graph
+
+
+def _after_grade(state: RunState) -> str:
+    return END if state.route.records_only(state.grade.grade) else "retrieve_cases"
 
 
 def model_types(model: type[BaseModel]) -> set[type[BaseModel]]:
@@ -93,8 +104,9 @@ def run_id_for(event: CRMEvent) -> str:
 
 
 class Orchestrator:
-    def __init__(self, services: Services):
+    def __init__(self, services: Services, on_step: Callable[[StepTrace], None] | None = None):
         self.services = services
+        self.on_step = on_step  # e.g. the service's latency histogram
         path = services.settings.resolve(services.settings.checkpoint.path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db_path = path
@@ -128,7 +140,8 @@ class Orchestrator:
         self._record(run_id, event, "running")
         # A failed run resumes from its last checkpoint, so the steps that succeeded are neither redone nor traced twice.
         resume = existing is not None and bool(self.graph.get_state(self._config(run_id)).next)
-        self._invoke(run_id, None if resume else RunState(run_id=run_id, event=event))
+        # The trigger rules pick the route once, when the event comes; a resume keeps it.
+        self._invoke(run_id, None if resume else RunState(run_id=run_id, event=event, route=self.services.triggers.route_for(event)))
         return self.info(run_id), True
 
     def decide(self, run_id: str, response: HumanResponse) -> RunInfo:
@@ -155,6 +168,13 @@ class Orchestrator:
             raise RunError(f"run {run_id} was erased on {info.updated_at:%Y-%m-%d %H:%M} at a customer's request; the audit log keeps its hashes")
         return RunState.model_validate(self.graph.get_state(self._config(run_id)).values)
 
+    def pending_interrupt(self, run_id: str) -> dict | None:
+        """What a waiting run asks its rep (Agent Inbox HumanInterrupt), or None."""
+        for task in self.graph.get_state(self._config(run_id)).tasks:
+            if task.interrupts:
+                return task.interrupts[0].value
+        return None
+
     def info(self, run_id: str, missing_ok: bool = False) -> RunInfo | None:
         row = self._conn.execute(
             "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs WHERE run_id = ?", (run_id,)
@@ -162,7 +182,7 @@ class Orchestrator:
         if row is None:
             if missing_ok:
                 return None
-            raise RunError(f"no run {run_id!r}; `salesloop inbox` lists the waiting runs")
+            raise UnknownRun(f"no run {run_id!r}; `salesloop inbox` lists the waiting runs")
         return _info(row)
 
     def runs(self, status: RunStatus | None = None) -> list[RunInfo]:
@@ -197,6 +217,8 @@ class Orchestrator:
                 for output in update.values():
                     for trace in (output or {}).get("trace", []) if isinstance(output, dict) else []:
                         log_step(self.services.audit, trace)
+                        if self.on_step:
+                            self.on_step(trace)
         except Exception as exc:
             self._set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise

@@ -16,7 +16,6 @@ from prompts import load_prompt
 from provenance import SourceRef
 from provenance.masking import Masker, known_values
 
-PROMPT = "draft_proposal"
 PURPOSE = "proposal_email"
 
 
@@ -46,7 +45,7 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     # Only what the consent policy lets a proposal email use reaches the prompt.
     facts, consent_refs, notes = usable_facts(services, PURPOSE, lead)
     request = lead.request[:600] if any(f.field == "request" for f in facts) else ""
-    prompt = load_prompt(PROMPT)
+    prompt = load_prompt(state.route.prompt)
     messages = prompt.render(facts=facts, cases=state.cases, request=request, company=lead.account_name)
     # Read per run: a newly promoted adapter (or an A/B candidate) serves from the next event on, without a restart.
     adapter = services.adapters.route(state.run_id)

@@ -20,7 +20,11 @@ def grade_lead(state: RunState, runtime: Runtime[Services]) -> dict:
     rule_ref = SourceRef(kind="rule", id="grading", note=f"weights {rules.weights}")
     inputs = [rule_ref] + [ref for s in grade.signals for ref in s.sources]
     reasons = ", ".join(f"{s.signal} {s.points:.0f}/{s.weight:.0f}" for s in grade.signals)
-    return {"grade": grade, "trace": [timer.finish(inputs, f"score {grade.score:.0f} → grade {grade.grade} ({reasons})")]}
+    route = state.route
+    notes = [f"recorded only: route {route.name}" + (f", grade {grade.grade} is below {route.record_below_grade}" if route.prompt else "")
+             ] if route.records_only(grade.grade) else []
+    trace = timer.finish([*inputs, route.rule], f"score {grade.score:.0f} → grade {grade.grade} ({reasons})", notes=notes)
+    return {"grade": grade, "trace": [trace]}
 
 
 def score_lead(lead: LeadProfile, rules: GradingSettings) -> LeadGrade:

@@ -43,7 +43,7 @@ def normalize(state: RunState, runtime: Runtime[Services]) -> dict:
         refs={**fields.refs, "role": title_ref},
     )
     summary = f"lead {profile.lead_id}: {profile.contact_name} ({profile.role}/{profile.seniority}) at {profile.account_name}, {profile.industry}"
-    trace = timer.finish([_event_ref(state.event), *fields.refs.values(), title_ref], summary)
+    trace = timer.finish([_event_ref(state.event), state.route.rule, *fields.refs.values(), title_ref], summary)
     return {"lead": profile, "trace": [trace]}
 
 

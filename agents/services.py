@@ -7,21 +7,23 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Callable
 
+from agents.triggers import TriggerRules
+from configs.loader import load_yaml_model
 from configs.settings import Settings
 from feedback.store import FeedbackStore
 from finetune.registry import AdapterRegistry
+from prompts import load_prompt
 from provenance.audit import AuditLog
 from provenance.consent import ConsentPolicy
 from provenance.masking import MaskVault
-from configs.loader import load_yaml_model
 from serving.llm import LLM, load_llm
 from tools.calendar import Calendar, IcsCalendar
 from tools.clauses import check_rules, load_clause_library
+from tools.consultants import load_consultants
 from tools.crm.source import CRMSource, JsonSnapshotCRM
 from tools.embedder import Embedder, load_embedder
 from tools.scheduling_records import Clause, Consultant
 from tools.vector_store import QdrantStore, VectorStore
-from tools.consultants import load_consultants
 
 
 def utc_now() -> datetime:
@@ -70,6 +72,14 @@ class Services:
     @cached_property
     def consent(self) -> ConsentPolicy:
         return load_yaml_model(self.settings.consent_policy, ConsentPolicy)
+
+    @cached_property
+    def triggers(self) -> TriggerRules:
+        rules = load_yaml_model(self.settings.triggers, TriggerRules)
+        for route in rules.routes.values():
+            if route.prompt is not None:
+                load_prompt(route.prompt)  # a route naming a missing or broken prompt fails at start-up, not mid-run
+        return rules
 
     @cached_property
     def masks(self) -> MaskVault:

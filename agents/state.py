@@ -145,9 +145,27 @@ class ApplyResult(Model):
     feedback_id: str
 
 
+class RouteChoice(Model):
+    """The route a trigger rule chose when the event came; kept with the run so a resume follows the same route."""
+
+    name: str
+    prompt: str | None = Field(description="the prompt that drafts on this route; None = record the lead only")
+    record_below_grade: Literal["A", "B", "C", "D"] | None
+    rule: SourceRef
+
+    def records_only(self, grade: str) -> bool:
+        # Grades sort A < B < C < D: a grade after the threshold is below it.
+        return self.prompt is None or (self.record_below_grade is not None and grade > self.record_below_grade)
+
+
+DEFAULT_ROUTE = RouteChoice(name="proposal", prompt="draft_proposal", record_below_grade=None,
+                            rule=SourceRef(kind="rule", id="trigger:none", field="proposal", note="run started without trigger rules"))
+
+
 class RunState(Model):
     run_id: str
     event: CRMEvent
+    route: RouteChoice = DEFAULT_ROUTE
     lead: LeadProfile | None = None
     grade: LeadGrade | None = None
     cases: list[CaseHit] = Field(default_factory=list)

@@ -18,6 +18,7 @@ from agents.services import Services
 from cli.errors import USER_ERRORS
 from cli.governance import audit_app, erase
 from cli.learn import adapters_app, feedback_app, finetune_app
+from cli.serve import queue_app, serve, tokens_app
 from cli.render import inbox_table, lineage_table, run_view, trace_tree
 from configs import load_settings
 from configs.settings import Settings
@@ -33,7 +34,10 @@ app.add_typer(feedback_app, name="feedback")
 app.add_typer(finetune_app, name="finetune")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(audit_app, name="audit")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(queue_app, name="queue")
 app.command()(erase)
+app.command()(serve)
 console = Console()
 err = Console(stderr=True)
 

@@ -7,6 +7,9 @@ from finetune.registry import AdapterError
 from finetune.train import TrainingError
 from finetune.base_model import BaseModelError
 from orchestrator import RunError
+from provenance.audit import AuditError
+from service.auth import AuthError
+from service.queue import QueueError
 from prompts import PromptError
 from serving.llm import LLMError
 from tools.calendar import CalendarError
@@ -19,6 +22,9 @@ from tools.vector_store import VectorStoreError
 
 USER_ERRORS = (
     AdapterError,
+    AuditError,
+    AuthError,
+    QueueError,
     ExportError,
     PromotionRefused,
     TrainingError,

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.render import plain
+
 from agents.services import Services
 from configs import load_settings
 from orchestrator import Orchestrator
@@ -61,7 +63,7 @@ def audit_log(
     for column in ("seq", "at", "kind", "subject", "key", "sha256"):
         table.add_column(column, no_wrap=column != "key")
     for e in entries:
-        table.add_row(str(e.seq), f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.subject, e.key, e.sha256[:12])
+        table.add_row(*plain(e.seq, f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.subject, e.key, e.sha256[:12]))
     console.print(table)
 
 
@@ -80,7 +82,7 @@ def erase(
                   f"{len(report.feedback_erased)} feedback records, {len(report.deals_redacted)} deals redacted and "
                   f"{report.cases_reindexed} cases re-indexed, {report.meetings_changed} meetings, "
                   f"{len(report.event_files_changed)} event files, {report.dataset_rows_removed} dataset rows, "
-                  f"{report.mask_mappings_erased} mask mappings")
+                  f"{report.mask_mappings_erased} mask mappings, {report.queued_events_erased} queued webhook events")
     if report.adapters_to_retrain:
         console.print(f"adapters marked for retraining: {', '.join(report.adapters_to_retrain)}")
     if report.leftovers:

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.render import plain
+
 from agents.services import Services
 from configs import load_settings
 from configs.loader import load_yaml_model
@@ -67,7 +69,7 @@ def feedback_list(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     for column in ("decided", "run", "rep", "decision", "adapter", "reason"):
         table.add_column(column)
     for r in records:
-        table.add_row(f"{r.decided_at:%Y-%m-%d %H:%M}", r.run_id, r.rep_id, r.decision, r.adapter_id or "base", r.reason or "")
+        table.add_row(*plain(f"{r.decided_at:%Y-%m-%d %H:%M}", r.run_id, r.rep_id, r.decision, r.adapter_id or "base", r.reason or ""))
     console.print(table)
 
 

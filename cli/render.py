@@ -13,6 +13,11 @@ from orchestrator import RunInfo
 from provenance.lineage import LineageRecord
 
 
+def plain(*cells: object) -> list[Text]:
+    """Table cells as literal text: CRM data and model output may hold [brackets] or :emoji: codes rich would interpret."""
+    return [cell if isinstance(cell, Text) else Text(str(cell)) for cell in cells]
+
+
 def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
     table = Table(title=f"Waiting for a rep: {len(rows)} run(s)", expand=True)
     table.add_column("run", no_wrap=True, min_width=20)
@@ -23,8 +28,8 @@ def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
     table.add_column("draft", no_wrap=True, overflow="ellipsis", ratio=1)
     for info, state in rows:
         counts = f"{len(state.cases)}/{len(state.plan.slots)}/{len(state.plan.clauses)}"
-        table.add_row(info.run_id, info.event_type, state.lead.account_name, f"{state.grade.grade} {state.grade.score:.0f}",
-                      counts, " ".join(state.draft.text.split()))
+        table.add_row(*plain(info.run_id, info.event_type, state.lead.account_name, f"{state.grade.grade} {state.grade.score:.0f}",
+                      counts, " ".join(state.draft.text.split())))
     return table
 
 
@@ -40,14 +45,14 @@ def run_view(info: RunInfo, state: RunState) -> Group:
         for column in ("signal", "points", "reason", "read from"):
             grade.add_column(column)
         for s in state.grade.signals:
-            grade.add_row(s.signal, f"{s.points:.1f}/{s.weight:.0f}", s.reason, ", ".join(r.label() for r in s.sources))
+            grade.add_row(*plain(s.signal, f"{s.points:.1f}/{s.weight:.0f}", s.reason, ", ".join(r.label() for r in s.sources)))
         parts.append(grade)
     if state.cases:
         cases = Table(title="Similar past cases", show_edge=False)
         for column in ("", "case", "outcome", "score", "chunks", "summary"):
             cases.add_column(column)
         for c in state.cases:
-            cases.add_row(c.marker, c.case_id, c.outcome, f"{c.score:.3f}", ", ".join(k.id for k in c.chunks), _clip(c.summary, 70))
+            cases.add_row(*plain(c.marker, c.case_id, c.outcome, f"{c.score:.3f}", ", ".join(k.id for k in c.chunks), _clip(c.summary, 70)))
         parts.append(cases)
     if state.draft:
         parts.append(_draft(state.draft))
@@ -95,17 +100,17 @@ def _plan(state: RunState) -> Table:
     slots = [f"{i}: {s.start:%a %Y-%m-%d %H:%M}–{s.end:%H:%M %Z}" for i, s in enumerate(plan.slots)]
     clauses = [f"{c.clause.id} v{c.clause.version} {c.clause.title} (rule {c.rule_id})" for c in plan.clauses]
     for i in range(max(len(slots), len(clauses))):
-        table.add_row(slots[i] if i < len(slots) else "", clauses[i] if i < len(clauses) else "")
+        table.add_row(*plain(slots[i] if i < len(slots) else "", clauses[i] if i < len(clauses) else ""))
     for note in plan.notes:
-        table.add_row(Text(note, style="yellow"), "")
+        table.add_row(*plain(Text(note, style="yellow"), ""))
     return table
 
 
 def trace_tree(info: RunInfo, state: RunState, trained_adapters: list[str]) -> Tree:
     """Event → steps with their sources → the draft's sentences → the rep's decision → adapters that learned from it."""
-    tree = Tree(f"[bold]{info.run_id}[/] · {info.status}")
+    tree = Tree(Text.assemble((info.run_id, "bold"), f" · {info.status}"))
     event = state.event
-    tree.add(f"event {event.id} ({event.type}) from {event.source} at {event.occurred_at:%Y-%m-%d %H:%M}")
+    tree.add(Text(f"event {event.id} ({event.type}) from {event.source} at {event.occurred_at:%Y-%m-%d %H:%M}"))
     for step in state.trace:
         extra = " · ".join(x for x in [
             f"model {step.model_id}" if step.model_id else "",
@@ -114,17 +119,17 @@ def trace_tree(info: RunInfo, state: RunState, trained_adapters: list[str]) -> T
             "FALLBACK" if step.fallback else "",
         ] if x)
         seconds = (step.ended_at - step.started_at).total_seconds()
-        node = tree.add(f"[bold]{step.step}[/] [{step.status}] {seconds:.2f}s — {step.output_summary}" + (f" ({extra})" if extra else ""))
+        node = tree.add(Text.assemble((step.step, "bold"), f" [{step.status}] {seconds:.2f}s — {step.output_summary}" + (f" ({extra})" if extra else "")))
         for ref in step.inputs:
-            node.add(ref.label() + (f" — {ref.note}" if ref.note else ""))
+            node.add(Text(ref.label() + (f" — {ref.note}" if ref.note else "")))
         for note in step.notes:
             node.add(Text(f"note: {note}", style="yellow"))
         if step.step == "draft_proposal" and state.draft:
             node.add(sentence_sources(state.draft))
     if state.decision:
         dec = state.decision
-        tree.add(f"decision: {dec.decision} by {dec.rep_id} at {dec.decided_at:%Y-%m-%d %H:%M}" + (f" — {dec.reason}" if dec.reason else ""))
-    tree.add("trained into adapters: " + (", ".join(trained_adapters) or "none yet"))
+        tree.add(Text(f"decision: {dec.decision} by {dec.rep_id} at {dec.decided_at:%Y-%m-%d %H:%M}" + (f" — {dec.reason}" if dec.reason else "")))
+    tree.add(Text("trained into adapters: " + (", ".join(trained_adapters) or "none yet")))
     return tree
 
 
@@ -133,8 +138,8 @@ def lineage_table(version: str, rows: list[LineageRecord]) -> Table:
     for column in ("record", "run", "via", "decision", "rep", "decided"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.record_id, r.run_id or "—", r.adapter, r.decision or "erased", r.rep_id or "—",
-                      f"{r.decided_at:%Y-%m-%d %H:%M}" if r.decided_at else "—")
+        table.add_row(*plain(r.record_id, r.run_id or "—", r.adapter, r.decision or "erased", r.rep_id or "—",
+                      f"{r.decided_at:%Y-%m-%d %H:%M}" if r.decided_at else "—"))
     return table
 
 

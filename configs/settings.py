@@ -141,6 +141,39 @@ class TelemetrySettings(Strict):
         return self
 
 
+class WebhookSource(Strict):
+    """One CRM that posts to /webhooks/<name>: how it signs its requests and how its payloads map to our events."""
+
+    kind: Literal["hubspot", "salesforce", "generic"]
+    secret_env: str = Field(description="environment variable holding the signing secret (never the secret itself)")
+    mapping: Path | None = Field(default=None, description="mapping YAML; default configs/webhooks/<kind>.yaml")
+
+
+def _default_sources() -> dict[str, WebhookSource]:
+    return {
+        "generic": WebhookSource(kind="generic", secret_env="SALESLOOP_WEBHOOK_SECRET"),
+        "hubspot": WebhookSource(kind="hubspot", secret_env="SALESLOOP_HUBSPOT_APP_SECRET"),
+        "salesforce": WebhookSource(kind="salesforce", secret_env="SALESLOOP_SALESFORCE_SECRET"),
+    }
+
+
+class ServiceSettings(Strict):
+    """`salesloop serve`: HTTP, the durable event queue and its workers, API tokens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = Field(default=None, description="the URL CRMs call, if a proxy sits in front (HubSpot signs it)")
+    sources: dict[str, WebhookSource] = Field(default_factory=_default_sources)
+    tokens_file: Path = Path("tokens.yaml")
+    queue_path: Path = Path("queue.sqlite")
+    workers: int = Field(default=1, ge=1, le=16)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    lease_s: float = Field(default=900.0, gt=0, description="a claimed event whose worker died is retried after this long")
+
+
 class Settings(Strict):
     data_dir: Path = Path(".salesloop")
     rep_id: str = Field(default="rep-demo", description="who decides when no --rep is given")
@@ -157,7 +190,10 @@ class Settings(Strict):
     consent_policy: Path = Field(default=Path(__file__).resolve().parent / "consent.yaml",
                                  description="consent and purpose policy; a relative path is relative to the settings file")
     masking: MaskingSettings = MaskingSettings()
+    triggers: Path = Field(default=Path(__file__).resolve().parent / "triggers.yaml",
+                           description="trigger rules: which events start which route; a relative path is relative to the settings file")
     attribution: AttributionSettings = AttributionSettings()
+    service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
     def resolve(self, path: Path) -> Path:

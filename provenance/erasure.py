@@ -20,6 +20,7 @@ from finetune.records import DatasetFile, DatasetManifest
 from orchestrator import Orchestrator
 from provenance.lineage import adapters_trained_on
 from provenance.records import sha256_bytes
+from service.queue import EventQueue
 from tools.cases import index_cases
 from tools.crm.records import Contact
 from tools.files import write_atomically
@@ -41,6 +42,7 @@ class ErasureReport(BaseModel):
     event_files_changed: list[str]
     dataset_rows_removed: int
     mask_mappings_erased: int
+    queued_events_erased: int
     adapters_to_retrain: list[str]
     audit_seq: int
     leftovers: list[str]
@@ -79,6 +81,7 @@ def erase_contact(services: Services, orch: Orchestrator, contact_id: str, now: 
         event_files_changed=_erase_events(data_dir / "events", values, data_dir),
         dataset_rows_removed=_scrub_datasets(data_dir, values, set(feedback_ids)),
         mask_mappings_erased=services.masks.erase_contact(contact.id),
+        queued_events_erased=_erase_queue(services, values),
         adapters_to_retrain=retrain, audit_seq=0, leftovers=[],
     )
     if retrain:
@@ -95,6 +98,12 @@ def find_mentions(root: Path, values: list[str]) -> list[str]:
         if mentions(path.read_bytes().decode("utf-8", errors="replace"), values):
             found.append(str(path.relative_to(root)))
     return found
+
+
+def _erase_queue(services: Services, values: list[str]) -> int:
+    """Webhook events the service queued: their bodies hold the person's data whatever their status."""
+    path = services.settings.resolve(services.settings.service.queue_path)
+    return len(EventQueue(path).erase(values)) if path.exists() else 0
 
 
 def _erase_events(events_dir: Path, values: list[str], root: Path) -> list[str]:

@@ -165,10 +165,11 @@ def test_every_shipped_config_validates():
     from configs.loader import load_yaml_model
     from finetune.records import FinetuneSettings
 
+    from agents.triggers import TriggerRules
     from provenance.consent import ConsentPolicy
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    policies = {"consent.yaml": ConsentPolicy}  # files that are not settings, each with its own schema
+    policies = {"consent.yaml": ConsentPolicy, "triggers.yaml": TriggerRules}  # not settings: each has its own schema
     for path in root.glob("*.yaml"):
         if path.name in policies:
             assert load_yaml_model(path, policies[path.name])
