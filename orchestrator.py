@@ -29,6 +29,7 @@ from agents.state import RunState
 from provenance import StepTrace, sha256_text
 from provenance.audit import log_step
 from tools.crm.records import CRMEvent
+from tools.failpoints import failpoint
 from tools.sqlite_files import compact
 
 NODES = [
@@ -120,6 +121,8 @@ class Orchestrator:
         # Strict deserialization: only the state schema's own types come back out of the checkpoint.
         serde = JsonPlusSerializer(allowed_msgpack_modules=sorted((t.__module__, t.__name__) for t in model_types(RunState)))
         saver = SqliteSaver(self._conn, serde=serde)
+        # One connection for checkpoints and the run index, shared by worker threads: every use takes the saver's lock.
+        self._lock = saver.lock
         self.graph = build_graph().compile(checkpointer=saver)
 
     def close(self) -> None:
@@ -135,10 +138,11 @@ class Orchestrator:
         """Run an event up to the rep's decision. Returns the run and whether it was new."""
         run_id = run_id_for(event)
         existing = self.info(run_id, missing_ok=True)
-        if existing is not None and existing.status != "failed":
+        if existing is not None and existing.status not in ("failed", "running"):
             return existing, False
         self._record(run_id, event, "running")
-        # A failed run resumes from its last checkpoint, so the steps that succeeded are neither redone nor traced twice.
+        # A failed run, or one whose process died mid-graph ("running" with nobody running it: the queue's lease
+        # says so), resumes from its last checkpoint: steps that succeeded are neither redone nor traced twice.
         resume = existing is not None and bool(self.graph.get_state(self._config(run_id)).next)
         # The trigger rules pick the route once, when the event comes; a resume keeps it.
         self._invoke(run_id, None if resume else RunState(run_id=run_id, event=event, route=self.services.triggers.route_for(event)))
@@ -162,6 +166,21 @@ class Orchestrator:
             raise RunError(f"run {run_id} is {info.status}, not waiting for a decision")
         return self.info(run_id)
 
+    def recover(self) -> list[str]:
+        """After a crash: finish runs that were cut off mid-graph or mid side effects. Returns the runs resumed.
+
+        A run waiting for its rep is left waiting; one whose rep already decided finishes applying the decision
+        (every side effect is idempotent on the run id, so what was done before the crash is not done twice).
+        """
+        resumed = []
+        for info in self.runs("running") + self.runs("waiting"):
+            pending = self.graph.get_state(self._config(info.run_id)).next
+            if pending and pending != ("await_rep",):
+                self._set_status(info.run_id, "running", None)
+                self._invoke(info.run_id, None)
+                resumed.append(info.run_id)
+        return resumed
+
     def state(self, run_id: str) -> RunState:
         info = self.info(run_id)
         if info.status == "erased":
@@ -176,9 +195,10 @@ class Orchestrator:
         return None
 
     def info(self, run_id: str, missing_ok: bool = False) -> RunInfo | None:
-        row = self._conn.execute(
-            "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
         if row is None:
             if missing_ok:
                 return None
@@ -187,7 +207,8 @@ class Orchestrator:
 
     def runs(self, status: RunStatus | None = None) -> list[RunInfo]:
         query = "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs"
-        rows = self._conn.execute(query + (" WHERE status = ?" if status else "") + " ORDER BY created_at, run_id", (status,) if status else ()).fetchall()
+        with self._lock:
+            rows = self._conn.execute(query + (" WHERE status = ?" if status else "") + " ORDER BY created_at, run_id", (status,) if status else ()).fetchall()
         return [_info(r) for r in rows]
 
     def runs_mentioning(self, identifiers: list[str]) -> list[str]:
@@ -208,7 +229,8 @@ class Orchestrator:
         for run_id in run_ids:
             self.graph.checkpointer.delete_thread(run_id)
             self._set_status(run_id, "erased", None)
-        compact(self._conn)
+        with self._lock:
+            compact(self._conn)
 
     def _invoke(self, run_id: str, value: object) -> None:
         try:
@@ -219,6 +241,7 @@ class Orchestrator:
                         log_step(self.services.audit, trace)
                         if self.on_step:
                             self.on_step(trace)
+                        failpoint(f"after_step:{trace.step}")
         except Exception as exc:
             self._set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
@@ -230,7 +253,7 @@ class Orchestrator:
 
     def _record(self, run_id: str, event: CRMEvent, status: RunStatus) -> None:
         now = _now()
-        with self._conn:
+        with self._lock, self._conn:
             self._conn.execute(
                 "INSERT INTO salesloop_runs VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(run_id) DO UPDATE SET status = excluded.status,"
                 " updated_at = excluded.updated_at, error = NULL",
@@ -238,7 +261,7 @@ class Orchestrator:
             )
 
     def _set_status(self, run_id: str, status: RunStatus, error: str | None) -> None:
-        with self._conn:
+        with self._lock, self._conn:
             self._conn.execute("UPDATE salesloop_runs SET status = ?, updated_at = ?, error = ? WHERE run_id = ?", (status, _now(), error, run_id))
 
 

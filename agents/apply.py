@@ -12,12 +12,14 @@ from agents.tracing import StepTimer
 from feedback.store import FeedbackRecord
 from provenance import SourceRef, sha256_text
 from tools.calendar import Booking, booking_uid
+from tools.failpoints import failpoint
 
 
 def apply_decision(state: RunState, runtime: Runtime[Services]) -> dict:
     timer = StepTimer("apply", state.run_id)
     services = runtime.context
     record = feedback_record(state, services)
+    failpoint("apply:before_feedback")
     stored = services.feedback.append(record)
     _audit_decision(state, services, record)
     refs = [SourceRef(kind="human", id=state.decision.rep_id, field=state.decision.decision),
@@ -53,6 +55,7 @@ def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[App
         attendees=[consultant.email, lead.email],
     )
     booked_now = services.calendar.book(consultant, booking)
+    failpoint("apply:after_booking")
     refs.append(SourceRef(kind="tool", id="calendar", field=consultant.calendar_file, version=booking.uid,
                           note="booked" if booked_now else "already booked"))
     return result.model_copy(update={"booking_uid": booking.uid, "booked_now": booked_now, "booked_slot": slot, "clause_ids": clause_ids}), refs

@@ -62,9 +62,12 @@ def marker_sources(facts: list[LeadFact], cases: list[CaseHit]) -> dict[str, lis
     return {f.marker: [f.source] for f in facts} | {c.marker: case_sources(c) for c in cases}
 
 
-def attribute_sentences(text: str, facts: list[LeadFact], cases: list[CaseHit], embedder: Embedder,
+def attribute_sentences(text: str, facts: list[LeadFact], cases: list[CaseHit], embedder: Embedder | None,
                         settings: AttributionSettings) -> tuple[list[DraftSentence], float | None]:
-    """Sources for each sentence of the draft, and the share of sentences that have any (None for no sentences)."""
+    """Sources for each sentence of the draft, and the share of sentences that have any (None for no sentences).
+
+    Without an embedder (it failed to load), only the model's markers attribute; other sentences are unsupported.
+    """
     sentences = split_sentences(text)
     if not sentences:
         return [], None
@@ -95,9 +98,9 @@ def _candidates(facts: list[LeadFact], cases: list[CaseHit]) -> list[tuple[str, 
     return pieces
 
 
-def _by_similarity(sentences: list[str], candidates: list[tuple[str, SourceRef]], embedder: Embedder,
+def _by_similarity(sentences: list[str], candidates: list[tuple[str, SourceRef]], embedder: Embedder | None,
                    settings: AttributionSettings) -> list[DraftSentence]:
-    if not sentences or not candidates:
+    if not sentences or not candidates or embedder is None:
         return [DraftSentence(text=s, sources=[], method="none") for s in sentences]
     # One call per draft: the embedder batches, and per-text calls would dominate the node's time.
     vectors = embedder.embed([MARKER_BRACKET.sub("", s).strip() for s in sentences] + [t for t, _ in candidates])

@@ -9,12 +9,15 @@ from langgraph.runtime import Runtime
 from agents.attribution import attribute_sentences, marker_sources
 from agents.citations import validate_markers
 from agents.consent import usable_facts
+from agents.fallback import fallback_draft, unusable_reason
+from agents.injection import allowed_for, describe, detect_injection, guard_draft, lead_texts, quote_as_data
 from agents.services import Services
 from agents.state import ProposalDraft, RunState
 from agents.tracing import StepTimer
 from prompts import load_prompt
 from provenance import SourceRef
 from provenance.masking import Masker, known_values
+from serving.llm import Generation
 
 PURPOSE = "proposal_email"
 
@@ -40,54 +43,95 @@ def _masker(services: Services, state: RunState) -> Masker:
 def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     timer = StepTimer("draft_proposal", state.run_id)
     services = runtime.context
-    llm_settings = services.settings.llm
     lead = state.lead
     # Only what the consent policy lets a proposal email use reaches the prompt.
     facts, consent_refs, notes = usable_facts(services, PURPOSE, lead)
-    request = lead.request[:600] if any(f.field == "request" for f in facts) else ""
+    # What a customer or CRM user typed may carry instructions: flag it for the rep and quote it as data.
+    signals = detect_injection(lead_texts(lead))
+    if signals:
+        notes.append(describe(signals))
+    shown = [f.model_copy(update={"value": quote_as_data(f.value)}) for f in facts]
+    request = quote_as_data(lead.request[:600]) if any(f.field == "request" for f in facts) else ""
     prompt = load_prompt(state.route.prompt)
-    messages = prompt.render(facts=facts, cases=state.cases, request=request, company=lead.account_name)
+    messages = prompt.render(facts=shown, cases=state.cases, request=request, company=quote_as_data(lead.account_name))
     # Read per run: a newly promoted adapter (or an A/B candidate) serves from the next event on, without a restart.
     adapter = services.adapters.route(state.run_id)
-    masker = _masker(services, state) if not services.llm.local and services.settings.masking.remote_llm else None
-    sent = [m.model_copy(update={"content": masker.mask(m.content)}) for m in messages] if masker else messages
-    generation = services.llm.generate(sent, llm_settings.max_new_tokens, llm_settings.deadline_s, adapter=adapter)
-    known = marker_sources(facts, state.cases)
-    text = masker.unmask(generation.text) if masker else generation.text
-    raw = text if generation.stopped_by == "eos" else whole_sentences(text)
-    if masker:
-        notes.append(f"personal data masked before the chat left the process: {len(masker.mapping.placeholders)} value(s)")
-    text, citations, removed = validate_markers(raw, known)
-    # Only the (consent-filtered) facts the model was shown can support a sentence.
-    sentences, supported_share = attribute_sentences(text, facts, state.cases, services.embedder, services.settings.attribution)
-    model_refs = [SourceRef(kind="model", id=generation.model_id, version=services.llm.model_version, note="base model")]
-    if adapter is not None:
-        model_refs.append(SourceRef(kind="model", id=f"adapter:{generation.adapter_id}", version=generation.adapter_sha256, note="LoRA adapter"))
-    draft = ProposalDraft(
-        text=text,
-        citations=citations,
-        sentences=sentences,
-        supported_share=supported_share,
-        removed_markers=removed,
-        messages=messages,
-        prompt_name=prompt.name,
-        prompt_sha256=prompt.sha256,
-        model_id=generation.model_id,
-        model_version=services.llm.model_version,
-        adapter_id=generation.adapter_id,
-        adapter_sha256=generation.adapter_sha256,
-        input_tokens=generation.input_tokens,
-        output_tokens=generation.output_tokens,
-        stopped_by=generation.stopped_by,
-    )
+    generation, raw, fallback = _ask_model(services, state, messages, adapter, notes)
+    used = prompt
+    if fallback:
+        raw, used = fallback_draft(facts, state.cases, lead.account_name)
+        notes.append(f"FALLBACK: template draft from {used.name} because {fallback}")
+    # Guarded before citations and attribution, so both describe the text the rep gets.
+    raw, guarded = guard_draft(raw, allowed_for(lead, facts, state.cases, services.crm, state.event))
+    notes += guarded
+    text, citations, removed = validate_markers(raw, marker_sources(facts, state.cases))
     if removed:
         notes.append(f"removed unknown citation markers: {', '.join(removed)}")
-    if generation.stopped_by == "deadline":
-        notes.append(f"generation stopped at the {llm_settings.deadline_s:g}s deadline")
-    inputs = [prompt.source_ref(), *model_refs, *consent_refs, *(f.source for f in facts), *(SourceRef(kind="case", id=c.case_id) for c in state.cases)]
-    share = "no sentences" if supported_share is None else f"{supported_share:.0%} of {len(sentences)} sentences supported"
-    summary = (f"{generation.output_tokens} tokens in {generation.seconds:.1f}s ({generation.stopped_by}); "
-               f"cites {', '.join(c.marker for c in citations) or 'nothing'}; {share}")
-    trace = timer.finish(inputs, summary, model_id=generation.model_id, adapter_id=generation.adapter_id,
-                         prompt_name=prompt.name, prompt_sha256=prompt.sha256, notes=notes)
+    sentences, supported_share = _attribute(text, facts, state, services, notes)
+    draft = ProposalDraft(
+        text=text, citations=citations, sentences=sentences, supported_share=supported_share, removed_markers=removed,
+        messages=messages, prompt_name=used.name, prompt_sha256=used.sha256, fallback_reason=fallback,
+        injection=signals, guard_notes=guarded,
+        **_model_fields(services, None if fallback else generation),
+    )
+    inputs = [prompt.source_ref(), *([used.source_ref()] if fallback else []), *_model_refs(services, generation, fallback), *consent_refs,
+              *(f.source for f in facts), *(SourceRef(kind="case", id=c.case_id) for c in state.cases)]
+    trace = timer.finish(inputs, _summary(draft, generation), model_id=generation.model_id if generation else None, adapter_id=draft.adapter_id,
+                         prompt_name=used.name, prompt_sha256=used.sha256, notes=notes, fallback=fallback is not None)
     return {"draft": draft, "trace": [trace]}
+
+
+def _ask_model(services: Services, state: RunState, messages: list, adapter, notes: list[str]) -> tuple[Generation | None, str, str | None]:
+    """The model's text, or the reason it cannot be used: an error, the deadline, or nothing usable."""
+    settings = services.settings.llm
+    try:
+        llm = services.llm  # loading is part of asking: a missing model file is a model failure too
+        masker = _masker(services, state) if not llm.local and services.settings.masking.remote_llm else None
+        sent = [m.model_copy(update={"content": masker.mask(m.content)}) for m in messages] if masker else messages
+        generation = llm.generate(sent, settings.max_new_tokens, settings.deadline_s, adapter=adapter)
+    except Exception as exc:  # noqa: BLE001 - whatever the backend raises, the rep still gets a draft to decide on
+        return None, "", f"the model failed: {type(exc).__name__}: {str(exc)[:300]}"
+    if masker:
+        notes.append(f"personal data masked before the chat left the process: {len(masker.mapping.placeholders)} value(s)")
+    if generation.stopped_by == "deadline":
+        notes.append(f"generation stopped at the {settings.deadline_s:g}s deadline")
+    text = masker.unmask(generation.text) if masker else generation.text
+    text = text if generation.stopped_by == "eos" else whole_sentences(text)
+    return generation, text, unusable_reason(text, generation.stopped_by, settings.deadline_s)
+
+
+def _attribute(text: str, facts: list, state: RunState, services: Services, notes: list[str]) -> tuple[list, float | None]:
+    """Sentence sources; without the embedder, markers still count and the rest is marked unsupported."""
+    # Only the (consent-filtered) facts the model was shown can support a sentence.
+    settings = services.settings.attribution
+    try:
+        return attribute_sentences(text, facts, state.cases, services.embedder, settings)
+    except Exception as exc:  # noqa: BLE001 - attribution is evidence for the rep, not a reason to fail the run
+        notes.append(f"attribution by similarity unavailable ({type(exc).__name__}: {str(exc)[:200]}); markers only")
+        return attribute_sentences(text, facts, state.cases, None, settings)
+
+
+def _model_fields(services: Services, generation: Generation | None) -> dict:
+    if generation is None:
+        return {"model_id": "template", "model_version": "template", "adapter_id": None, "adapter_sha256": None,
+                "input_tokens": None, "output_tokens": 0, "stopped_by": "fallback"}
+    return {"model_id": generation.model_id, "model_version": services.llm.model_version, "adapter_id": generation.adapter_id,
+            "adapter_sha256": generation.adapter_sha256, "input_tokens": generation.input_tokens,
+            "output_tokens": generation.output_tokens, "stopped_by": generation.stopped_by}
+
+
+def _model_refs(services: Services, generation: Generation | None, fallback: str | None) -> list[SourceRef]:
+    if generation is None:
+        return [SourceRef(kind="model", id=services.settings.llm.model_id, note="asked, but it failed")]
+    note = "base model" if fallback is None else "base model: asked, but its text was not used"
+    refs = [SourceRef(kind="model", id=generation.model_id, version=services.llm.model_version, note=note)]
+    if generation.adapter_id is not None:
+        refs.append(SourceRef(kind="model", id=f"adapter:{generation.adapter_id}", version=generation.adapter_sha256, note="LoRA adapter"))
+    return refs
+
+
+def _summary(draft: ProposalDraft, generation: Generation | None) -> str:
+    share = "no sentences" if draft.supported_share is None else f"{draft.supported_share:.0%} of {len(draft.sentences)} sentences supported"
+    written = "fallback template draft" if generation is None or draft.fallback_reason else (
+        f"{generation.output_tokens} tokens in {generation.seconds:.1f}s ({generation.stopped_by})")
+    return f"{written}; cites {', '.join(c.marker for c in draft.citations) or 'nothing'}; {share}"

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agents.injection import describe
 from agents.state import RepDecision, RunState
 
 
@@ -90,6 +91,10 @@ def review_request(state: RunState) -> HumanInterrupt:
     }
     description = (f"Proposal draft for {lead.account_name} (grade {grade.grade}, score {grade.score:.0f}). "
                    "Accept to send it and book the first slot, edit the draft, or respond with a reason to reject.")
+    if draft.fallback_reason:
+        description += f" This is a fallback template draft: {draft.fallback_reason}."
+    if draft.injection:
+        description += f" Warning: {describe(draft.injection)}; read the customer's text before accepting."
     return HumanInterrupt(
         action_request=ActionRequest(action="send_proposal", args=args),
         config=InterruptConfig(allow_ignore=True, allow_respond=True, allow_edit=True, allow_accept=True),

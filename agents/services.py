@@ -21,6 +21,7 @@ from tools.calendar import Calendar, IcsCalendar
 from tools.clauses import check_rules, load_clause_library
 from tools.consultants import load_consultants
 from tools.crm.source import CRMSource, JsonSnapshotCRM
+from tools.data_dir import ensure_current
 from tools.embedder import Embedder, load_embedder
 from tools.scheduling_records import Clause, Consultant
 from tools.vector_store import QdrantStore, VectorStore
@@ -34,6 +35,10 @@ def utc_now() -> datetime:
 class Services:
     settings: Settings
     clock: Callable[[], datetime] = field(default=utc_now)
+
+    def __post_init__(self) -> None:
+        # Before anything reads the data dir: an older layout is migrated forward, a newer one refused.
+        self.data_dir_info = ensure_current(self.settings.data_dir, self.settings.resolve(self.settings.crm.path), clock=self.clock)
 
     @cached_property
     def crm(self) -> CRMSource:

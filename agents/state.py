@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.injection import InjectionSignal
 from prompts.templates import ChatMessage
 from provenance import SourceRef, StepTrace
 from provenance.consent import ConsentFlag
@@ -25,7 +26,8 @@ class LeadFact(Model):
     """One fact the draft may cite as [marker], with the CRM field it came from."""
 
     marker: str
-    field: str = Field(description="the profile field it states: what the consent policy allows or refuses")
+    field: str = Field(default="unknown", description="the profile field it states: what the consent policy allows or refuses "
+                                                       "(runs from before it existed say unknown, which no purpose allows)")
     label: str
     value: str
     source: SourceRef
@@ -115,10 +117,13 @@ class ProposalDraft(Model):
     model_id: str
     model_version: str
     adapter_id: str | None
-    adapter_sha256: str | None
+    adapter_sha256: str | None = None
     input_tokens: int | None = None
     output_tokens: int
-    stopped_by: str
+    stopped_by: str = Field(description="eos, max_tokens, deadline, or fallback (a template wrote it)")
+    fallback_reason: str | None = Field(default=None, description="why the model's text was not used, if it was not")
+    injection: list[InjectionSignal] = Field(default_factory=list, description="prompt-injection signals in the customer's text")
+    guard_notes: list[str] = Field(default_factory=list, description="sentences the output guard removed, and why")
 
 
 class SchedulePlan(Model):

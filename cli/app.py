@@ -28,6 +28,7 @@ from provenance.otel_export import emit_run_spans, tracer_provider_for
 from provenance.prov_export import run_document
 from tools.cases import index_cases
 from tools.crm.event_file import load_events
+from tools.data_dir import ensure_current
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="LLM sales agents that learn from the reps who use them.")
 app.add_typer(feedback_app, name="feedback")
@@ -62,6 +63,7 @@ def demo(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     crm_dir = settings.resolve(settings.crm.path)
     events_dir = settings.data_dir / "events"
     if not (crm_dir / "accounts.json").exists():
+        ensure_current(settings.data_dir, crm_dir)  # stamp the new dir with today's schema before writing into it
         summary = generate_demo(crm_dir, events_dir)
         err.print(f"demo CRM written to {crm_dir}: {summary.model_dump()}")
     events = [e for path in sorted(events_dir.glob("*.json")) for e in load_events(path)]

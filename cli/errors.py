@@ -16,6 +16,7 @@ from tools.calendar import CalendarError
 from tools.clauses import ClauseLibraryError
 from tools.crm.event_file import EventFileError
 from tools.crm.source import CRMDataError
+from tools.data_dir import DataDirError
 from tools.embedder import EmbedderError
 from tools.records_io import RecordFileError
 from tools.vector_store import VectorStoreError
@@ -33,6 +34,7 @@ USER_ERRORS = (
     ClauseLibraryError,
     ConfigError,
     CRMDataError,
+    DataDirError,
     EmbedderError,
     EventFileError,
     LLMError,

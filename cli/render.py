@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from agents.injection import describe
 from agents.state import ProposalDraft, RunState
 from orchestrator import RunInfo
 from provenance.lineage import LineageRecord
@@ -68,7 +69,12 @@ def run_view(info: RunInfo, state: RunState) -> Group:
 
 def _draft(d: ProposalDraft) -> Panel:
     adapter = f"adapter {d.adapter_id}@{d.adapter_sha256[:12]}" if d.adapter_id else "no adapter"
-    body = Text(d.text + "\n")
+    body = Text(f"FALLBACK DRAFT: {d.fallback_reason}\n\n", style="bold yellow") if d.fallback_reason else Text()
+    if d.injection:
+        body.append(describe(d.injection) + " — read the customer's text before sending\n\n", style="bold red")
+    for note in d.guard_notes:
+        body.append(f"guard: {note}\n", style="yellow")
+    body.append(d.text + "\n")
     body.append_text(sentence_sources(d))
     if d.removed_markers:
         body.append(f"\nremoved unknown markers: {', '.join(d.removed_markers)}", style="yellow")

@@ -1,4 +1,4 @@
-"""A stream of inbound-email events from the demo CRM's contacts, for load and learning-loop benchmarks."""
+"""Streams of demo events for load tests and benchmarks: inbound emails from real demo contacts, and cold web leads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from tools.crm.records import CRMEvent, InboundEmailPayload
+from tools.crm.records import CRMEvent, InboundEmailPayload, NewLeadPayload
 from tools.crm.source import JsonSnapshotCRM
 
 REQUESTS = [
@@ -32,4 +32,19 @@ def inbound_email_stream(crm_dir: Path, count: int, seed: int = 0, start: dateti
                                       body=f"Hello,\n\n{body.format(n=rng.randint(2, 12))}\n\n{contact.full_name}")
         events.append(CRMEvent(id=f"stream-{seed}-{i:04d}", type="inbound_email", occurred_at=start + timedelta(hours=i),
                                source="demo-stream", payload=payload))
+    return events
+
+
+def cold_lead_stream(count: int, seed: int = 0, start: datetime | None = None) -> list[CRMEvent]:
+    """`count` web-form leads too small and too vague to draft for (graded D): recorded, never drafted."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    events = []
+    for i in range(count):
+        payload = NewLeadPayload(
+            lead_id=f"cold-{seed}-{i:04d}", company=f"Tiny Shop {i}", industry="education", employees=rng.randint(1, 20),
+            region="EMEA", country="DE", timezone="Europe/Berlin", contact_name=f"Visitor {i}", email=f"visitor{i}@shop{i}.example",
+            title="intern", message="Just browsing.")
+        events.append(CRMEvent(id=f"cold-{seed}-{i:04d}", type="new_lead", occurred_at=start + timedelta(minutes=i),
+                               source="web-form", payload=payload))
     return events

@@ -7,10 +7,9 @@ that was refused is as visible in the trace as one that was allowed.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from provenance.records import SourceRef
 
@@ -23,7 +22,7 @@ class ConsentFlag(Strict):
     """A contact's answer for one consent, with when and where it was given or withdrawn."""
 
     granted: bool
-    at: datetime
+    at: AwareDatetime = Field(description="when it was given or withdrawn, with its time zone")
     source: str | None = Field(default=None, description="where it was captured: web form, unsubscribe link, call notes")
 
 

@@ -23,6 +23,7 @@ from provenance.records import sha256_bytes
 from service.queue import EventQueue
 from tools.cases import index_cases
 from tools.crm.records import Contact
+from tools.data_dir import erase_contact_from_backups
 from tools.files import write_atomically
 
 ERASED = "[erased]"
@@ -88,6 +89,7 @@ def erase_contact(services: Services, orch: Orchestrator, contact_id: str, now: 
         services.adapters.mark_for_retraining(retrain, f"learned from feedback of contact {contact.id}, erased {now:%Y-%m-%d}")
     entry = services.audit.append(f"erasure:{contact.id}:{now.isoformat()}", "erasure", contact.id,
                                   report.model_dump(mode="json", exclude={"contact_id", "audit_seq", "leftovers"}), at=now)
+    erase_contact_from_backups(data_dir, contact.id)  # migration backups of the CRM mirror hold the contact too
     return report.model_copy(update={"audit_seq": entry.seq, "leftovers": find_mentions(data_dir, values)})
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -82,16 +83,12 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
             raise AuthError(503, f"webhook source {source!r} has no secret: set the environment variable {src.secret_env}")
         _verify(src.kind, secret, request, body, service.public_url)
         mapped = _parse(src.kind, body, mappings.get(source), services)
-        now = services.clock()
-        accepted, ignored = [], []
-        for item in mapped:  # all parsed before any is queued: a bad batch stores nothing
-            if item.event is None:
-                ignored.append({"external_id": item.external_id, "reason": item.ignored})
-                continue
-            queued, new = queue.enqueue(source, item.external_id, item.event, now)
-            accepted.append({"external_id": item.external_id, "queue_id": queued.id, "new": new})
+        # All parsed before any is queued, and queued in one transaction: a bad or interrupted batch stores nothing.
+        events = [item for item in mapped if item.event is not None]
+        stored = queue.enqueue_many(source, [(item.external_id, item.event) for item in events], services.clock())
         workers.wake()
-        return {"accepted": accepted, "ignored": ignored}
+        return {"accepted": [{"external_id": item.external_id, "queue_id": queued.id, "new": new} for item, (queued, new) in zip(events, stored)],
+                "ignored": [{"external_id": item.external_id, "reason": item.ignored} for item in mapped if item.event is None]}
 
     @app.get("/api/me", tags=["approvals"])
     def me(caller: Caller) -> Principal:
@@ -153,7 +150,7 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         return {"counts": queue.counts(), "items": [q.model_dump(mode="json") for q in queue.list(status)]}
 
     @app.post("/api/queue/{item_id}/replay", tags=["ingestion"])
-    def queue_replay(item_id: int, caller: Caller) -> dict:
+    def queue_replay(item_id: Annotated[int, FastAPIPath(ge=1, le=2**63 - 1)], caller: Caller) -> dict:
         require(caller, "admin")
         item = queue.replay(item_id, services.clock())
         workers.wake()
@@ -208,7 +205,8 @@ def _owner(state: Any) -> str | None:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # A length with more digits than any real body has is refused before int() is asked to parse it.
+    if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(limit)
     body = bytearray()
     async for chunk in request.stream():

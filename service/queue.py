@@ -24,6 +24,7 @@ from tools.sqlite_files import compact
 QueueStatus = Literal["queued", "processing", "done", "dead"]
 STATUSES: tuple[QueueStatus, ...] = ("queued", "processing", "done", "dead")
 MAX_ERROR_CHARS = 2000
+SQLITE_MIN_INT, SQLITE_MAX_INT = -(2**63), 2**63 - 1  # what an INTEGER column holds; ids outside name no item
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -87,13 +88,22 @@ class EventQueue:
 
     def enqueue(self, source: str, external_id: str, event: CRMEvent, received_at: datetime) -> tuple[QueuedEvent, bool]:
         """Store the event, committed before this returns; (the existing item, False) for a redelivered event."""
+        return self.enqueue_many(source, [(external_id, event)], received_at)[0]
+
+    def enqueue_many(self, source: str, events: list[tuple[str, CRMEvent]], received_at: datetime) -> list[tuple[QueuedEvent, bool]]:
+        """Store a delivery's events, (external id, event) each, in one transaction: all committed before this returns,
+        or none (a failure half-way, a full disk say, leaves the queue as it was). Returns (item, new) per event in order;
+        an event stored before, or earlier in the same list, is (the stored item, False)."""
         at = _iso(received_at)
+        rows = []
         with self._write() as db:
-            cursor = db.execute(
-                "INSERT INTO queue (source, external_id, event, status, received_at, next_attempt_at) VALUES (?, ?, ?, 'queued', ?, ?) "
-                "ON CONFLICT (source, external_id) DO NOTHING", (source, external_id, event.model_dump_json(), at, at))
-            row = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE source = ? AND external_id = ?", (source, external_id)).fetchone()
-        return _item(row), cursor.rowcount == 1
+            for external_id, event in events:
+                cursor = db.execute(
+                    "INSERT INTO queue (source, external_id, event, status, received_at, next_attempt_at) VALUES (?, ?, ?, 'queued', ?, ?) "
+                    "ON CONFLICT (source, external_id) DO NOTHING", (source, external_id, event.model_dump_json(), at, at))
+                row = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE source = ? AND external_id = ?", (source, external_id)).fetchone()
+                rows.append((row, cursor.rowcount == 1))
+        return [(_item(row), new) for row, new in rows]
 
     def claim(self, worker: str, now: datetime, lease_s: float) -> QueuedEvent | None:
         """Lease the oldest due item to `worker`, after taking back the items of expired leases; None if nothing is due."""
@@ -197,6 +207,8 @@ class EventQueue:
                    "WHERE status = 'processing' AND lease_expires_at <= ?", (error, self.max_attempts, at))
 
     def _get(self, db: sqlite3.Connection, item_id: int) -> QueuedEvent:
+        if not SQLITE_MIN_INT <= item_id <= SQLITE_MAX_INT:  # sqlite3 would raise OverflowError binding it
+            raise ItemNotFound("no queue item with that id: queue ids are 64-bit integers")
         row = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE id = ?", (item_id,)).fetchone()
         if row is None:
             raise ItemNotFound(f"no queue item {item_id}")

@@ -71,7 +71,8 @@ def verify_hmac_sha256(secret: str, body: bytes, header: str | None) -> None:
 
 
 def _check_age(timestamp: str, now_ms: int, max_age_s: int) -> None:
-    if not timestamp.isascii() or not timestamp.isdigit():
+    # At most 15 digits (year 33658): int() of thousands of digits fails, and of hundreds overflows the float below.
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 15:
         raise SignatureError(f"{HUBSPOT_TIMESTAMP_HEADER} must be milliseconds since the epoch")
     age_s = (now_ms - int(timestamp)) / 1000
     if age_s > max_age_s:

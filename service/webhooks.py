@@ -34,9 +34,13 @@ from tools.crm.records import (
 from tools.crm.source import CRMDataError, CRMSource
 
 MAPPINGS_DIR = Path(__file__).resolve().parent.parent / "configs" / "webhooks"
-MAX_EVENTS = 1000  # per body; HubSpot sends at most 100 per request
+MAX_EVENTS = 1000  # per body, also after a Salesforce event is split per record; HubSpot sends at most 100 per request
+MAX_DEPTH = 32  # nesting of a body; the deepest any source sends is about 6 (a Salesforce envelope's compound fields)
 MAX_ERROR_CHARS = 300
 MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a datetime holds
+MAX_ID = 2**63 - 1  # HubSpot's ids and Salesforce's sequence numbers are 64-bit; larger ones are not theirs
+# The queue's idempotency key: a generic event's "<source>:<id>" (100 + 1 + 200), HubSpot's and Salesforce's shorter.
+MAX_EXTERNAL_ID = 301
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # HubSpot's generic "object.*" subscriptions name the object by type id; 0-3 is deals (0-1 contacts, 0-2 companies).
 HUBSPOT_OBJECT_TYPES = {"0-1": "contact", "0-2": "company", "0-3": "deal"}
@@ -60,7 +64,7 @@ class Strict(BaseModel):
 class Mapped(Strict):
     """One event of a delivery: the CRMEvent to queue, or why it was ignored."""
 
-    external_id: str = Field(min_length=1, max_length=200, description="the source's id for this event; the queue's idempotency key")
+    external_id: str = Field(min_length=1, max_length=MAX_EXTERNAL_ID, description="the source's id for this event; the queue's idempotency key")
     kind: str = Field(description="the source's type: a HubSpot subscriptionType, 'Lead CREATE', or our event type")
     event: CRMEvent | None = None
     ignored: str | None = Field(default=None, description="why no event was made; the source needs no retry")
@@ -216,9 +220,18 @@ def _items(body: bytes, array_only: bool = False) -> list[tuple[Any, str]]:
     """The body's events, each with where it is: an array is a batch ("body[2]"), an object one event ("body")."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        detail = f": line {exc.lineno} column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else ""
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, UnicodeDecodeError (not UTF-8), and a number past Python's int-to-str digit limit.
+        if isinstance(exc, json.JSONDecodeError):
+            detail = f": line {exc.lineno} column {exc.colno}: {exc.msg}"
+        elif isinstance(exc, RecursionError):
+            detail = f": nested deeper than {MAX_DEPTH} levels"
+        elif isinstance(exc, UnicodeDecodeError):
+            detail = ": not UTF-8"
+        else:
+            detail = ": a number has too many digits"
         raise WebhookError(f"body: not valid JSON{detail}") from None
+    _check_shape(data)
     if not isinstance(data, list):
         if array_only:
             raise WebhookError(f"body: a JSON array of events was expected, got {type(data).__name__}")
@@ -228,6 +241,45 @@ def _items(body: bytes, array_only: bool = False) -> list[tuple[Any, str]]:
     if len(data) > MAX_EVENTS:
         raise WebhookError(f"body: {len(data)} events, over the limit of {MAX_EVENTS}; split the batch")
     return [(item, f"body[{i}]") for i, item in enumerate(data)]
+
+
+def _check_shape(data: Any) -> None:
+    """No source nests deeper than MAX_DEPTH or sends text that is not Unicode (a lone surrogate such as "\\ud800" is
+    valid JSON but cannot be stored or answered as UTF-8). Checked without recursion, before anything reads the values:
+    messages, str() and pydantic then only ever see shallow, encodable data."""
+    # Each entry keeps its place as a (key, parent) chain, spelled out only for the message.
+    stack: list[tuple[Any, int, tuple | None]] = [(data, 0, None)]
+    while stack:
+        value, depth, trail = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, trail)
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise WebhookError(f"{_where(trail)}: nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    _check_text(key, (key, trail))
+                    stack.append((item, depth + 1, (key, trail)))
+            else:
+                stack.extend((item, depth + 1, (i, trail)) for i, item in enumerate(value))
+
+
+def _check_text(text: str, trail: tuple | None) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise WebhookError(f"{_where(trail)}: text holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)") from None
+
+
+def _where(trail: tuple | None) -> str:
+    """body.payload[2].x for a (key, parent) chain; short and encodable, since the keys are the sender's."""
+    parts = []
+    while trail is not None:
+        key, trail = trail
+        parts.append(f"[{key}]" if isinstance(key, int) else "." + key.encode("utf-8", "backslashreplace").decode()[:40])
+    where = "body" + "".join(reversed(parts))
+    return where if len(where) <= 120 else where[:119] + "…"
 
 
 def _validate(model: type[W], value: Any, where: str) -> W:
@@ -265,12 +317,12 @@ def parse_generic(body: bytes) -> list[Mapped]:
 
 
 class _HubSpotEvent(_Wire):
-    eventId: int
-    subscriptionId: int
-    portalId: int
+    eventId: int = Field(ge=0, le=MAX_ID)
+    subscriptionId: int = Field(ge=0, le=MAX_ID)
+    portalId: int = Field(ge=0, le=MAX_ID)
     occurredAt: int = Field(ge=0, le=MAX_MS)
     subscriptionType: str = Field(min_length=1, max_length=100)
-    objectId: int | None = None  # association events name two objects instead
+    objectId: int | None = Field(default=None, ge=0, le=MAX_ID)  # association events name two objects instead
     objectTypeId: str | None = None
     propertyName: str | None = None
     propertyValue: str | None = None
@@ -331,7 +383,7 @@ class _ChangeEventHeader(_Wire):
     changedFields: list[str] = Field(default_factory=list)
     commitTimestamp: int = Field(ge=0, le=MAX_MS)
     transactionKey: str = Field(min_length=1, max_length=100)
-    sequenceNumber: int = Field(ge=0)
+    sequenceNumber: int = Field(ge=0, le=MAX_ID)
 
     def external_id(self, record_id: str = "") -> str:
         # transactionKey + sequenceNumber identify a change event in both shapes we accept; replayId exists only in
@@ -343,6 +395,9 @@ def parse_salesforce(body: bytes, mapping: SalesforceMapping, crm: CRMSource) ->
     """Change Data Capture events: one or a JSON array of them, each either the bare event payload
     ({"ChangeEventHeader": {...}, <fields>}) or the envelope a subscriber receives ({"schema", "payload", "event"})."""
     events = [_change_event(item, where) for item, where in _items(body)]
+    records = sum(max(len(header.recordIds), 1) for header, _, _ in events)
+    if records > MAX_EVENTS:  # each record named is an event of its own; checked before any is looked up
+        raise WebhookError(f"body: {records} events (one per record named), over the limit of {MAX_EVENTS}; split the batch")
     return [mapped for header, fields, where in events for mapped in _salesforce_event(header, fields, where, mapping, crm)]
 
 

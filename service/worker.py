@@ -9,6 +9,7 @@ from datetime import datetime
 
 from orchestrator import Orchestrator
 from service.queue import EventQueue, QueueError, QueuedEvent
+from tools.failpoints import failpoint
 
 log = logging.getLogger("salesloop.worker")
 
@@ -22,6 +23,9 @@ class Workers:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        # Runs a crash cut off (mid-graph, or mid side effects after the rep decided) finish before new work starts.
+        for run_id in self.orch.recover():
+            log.warning("resumed run %s, cut off by an earlier crash", run_id)
         self._threads = [threading.Thread(target=self._loop, args=(f"worker-{i}",), daemon=True, name=f"salesloop-worker-{i}")
                          for i in range(self.count)]
         for thread in self._threads:
@@ -41,6 +45,7 @@ class Workers:
         item = self.queue.claim(worker, self.clock(), self.lease_s)
         if item is None:
             return False
+        failpoint("worker:claimed")
         try:
             info, _ = self.orch.start(item.event)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered with its message

@@ -19,6 +19,7 @@ from configs.loader import DEFAULT_CONFIG  # noqa: E402
 from configs.settings import Settings  # noqa: E402
 from demo.generate import generate_demo  # noqa: E402
 from finetune.base_model import gguf_path, materialize  # noqa: E402
+from tools.data_dir import ensure_current  # noqa: E402
 
 # A fixed "now" so slots and timestamps do not depend on the day the suite runs.
 FIXED_NOW = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
@@ -36,6 +37,7 @@ def model_dir(tmp_path_factory) -> Path:
 def demo_source(tmp_path_factory) -> Path:
     """A generated demo CRM and its sample events; copy it before changing anything in it."""
     root = tmp_path_factory.mktemp("demo")
+    ensure_current(root, root / "crm")  # a data dir of today's schema, as `salesloop demo` makes it
     generate_demo(root / "crm", root / "events")
     return root
 

@@ -47,8 +47,9 @@ def test_render_with_all_variables():
     assert "[L2] Budget: USD 120,000" in user
     assert "[C1] won deal: Predictive maintenance rollout for three plants." in user
     assert "[C2] lost deal: Lost on price" in user
-    assert 'The customer wrote: """Can we get pricing?"""' in user
-    assert user.rstrip().endswith("Write the proposal summary for Acme Gears now.")
+    assert "The customer wrote: Can we get pricing?" in user
+    assert user.index("<customer_data>") < user.index("Can we get") < user.index("</customer_data>"), "the customer's text is quoted as data"
+    assert "Customer: Acme Gears" in user and user.rstrip().endswith("Write the proposal summary for the customer in the data block now.")
     assert "{{" not in user and "{%" not in user
 
 

