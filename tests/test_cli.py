@@ -86,6 +86,12 @@ def test_event_inbox_show_trace_decide(tmp_path, config, data_dir):
 
     shown = salesloop("show", run["run_id"], config=config).stdout
     assert "Grade" in shown and "Similar past cases" in shown and waiting["cases"][0]["case_id"] in shown
+    # Every sentence shows its sources or is marked unsupported; --json carries the supported share.
+    draft = json.loads(salesloop("show", run["run_id"], "--json", config=config).stdout)["state"]["draft"]
+    sentences = draft["sentences"]
+    assert sentences and draft["supported_share"] == sum(bool(s["sources"]) for s in sentences) / len(sentences)
+    assert all(bool(s["sources"]) == (s["method"] != "none") for s in sentences)
+    assert "Sources by sentence" in shown and shown.count("UNSUPPORTED") == sum(not s["sources"] for s in sentences)
 
     steps = json.loads(salesloop("trace", run["run_id"], "--json", config=config).stdout)["steps"]
     assert [s["step"] for s in steps][:5] == ["normalize", "grade_lead", "retrieve_cases", "draft_proposal", "plan_schedule"]

@@ -503,16 +503,6 @@ def hubspot_deliveries(draw) -> bytes:
     return dump(items, ascii_only=draw(st.booleans()))
 
 
-@fuzz(120)
-@given(body=hubspot_deliveries())
-def test_signed_hubspot_deliveries_store_all_or_nothing(env, body):
-    answer, accepted = deliver(env, "hubspot", body)
-    if len(body) > MAX_BODY:
-        assert answer.status_code == 413
-    if accepted is not None:
-        assert all(i["external_id"].startswith("hs-") for i in accepted["accepted"] + accepted["ignored"])
-
-
 def salesforce_events() -> st.SearchStrategy[dict]:
     header = st.fixed_dictionaries(
         {"entityName": st.sampled_from(["Opportunity", "Lead", "EmailMessage", "Account"]) | ANY_TEXT,
@@ -543,14 +533,16 @@ def salesforce_deliveries(draw) -> bytes:
     return dump(items[0] if len(items) == 1 and draw(st.booleans()) else items, ascii_only=draw(st.booleans()))
 
 
+@pytest.mark.parametrize(("source", "prefix", "deliveries"), [("hubspot", "hs-", hubspot_deliveries), ("salesforce", "sf-", salesforce_deliveries)])
 @fuzz(120)
-@given(body=salesforce_deliveries())
-def test_signed_salesforce_deliveries_store_all_or_nothing(env, body):
-    answer, accepted = deliver(env, "salesforce", body)
+@given(data=st.data())
+def test_signed_crm_deliveries_store_all_or_nothing(env, source, prefix, deliveries, data):
+    body = data.draw(deliveries())
+    answer, accepted = deliver(env, source, body)
     if len(body) > MAX_BODY:
         assert answer.status_code == 413
     if accepted is not None:
-        assert all(i["external_id"].startswith("sf-") for i in accepted["accepted"] + accepted["ignored"])
+        assert all(i["external_id"].startswith(prefix) for i in accepted["accepted"] + accepted["ignored"])
 
 
 # --- 2c. explicit hostile shapes ----------------------------------------------------------------------------------
