@@ -13,9 +13,11 @@ from datetime import timedelta
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.services import Services
+from cli.app import app as cli
 from configs import load_settings
 from service.app import create_app
 from service.signatures import HMAC_HEADER, sign_hmac_sha256, sign_hubspot_v3
@@ -194,6 +196,8 @@ def test_a_failing_event_retries_with_backoff_then_is_dead_lettered_and_replayab
     assert app.state.queue.get(item.id).status == "dead"
     dead = client.get("/api/queue?status=dead", headers=auth(tokens["admin"])).json()["items"]
     assert [d["id"] for d in dead] == [item.id] and "no contact with email" in dead[0]["last_error"]
+    listed = CliRunner().invoke(cli, ["queue", "list", "--status", "dead", "--json", "--config", str(env["root"] / "config.yaml")])
+    assert listed.exit_code == 0 and [i["external_id"] for i in json.loads(listed.output)["items"]] == [item.external_id]
     assert client.post(f"/api/queue/{item.id}/replay", headers=auth(tokens["owner"])).status_code == 403
     replayed = client.post(f"/api/queue/{item.id}/replay", headers=auth(tokens["admin"]))
     assert replayed.status_code == 200 and replayed.json()["status"] == "queued"
