@@ -161,16 +161,18 @@ def test_edit_and_reject(data_dir, orchestrator, indexed_services):
 
 
 def test_failed_run_resumes_where_it_stopped_when_the_event_comes_again(data_dir, orchestrator, indexed_services):
-    from tools.cases import index_cases
-    from tools.vector_store import VectorStoreError
+    from tools.calendar import CalendarError
 
     event = demo_event(data_dir, "05-inbound-email")
-    indexed_services.vectors.client.delete_collection(indexed_services.settings.vector_store.collection)
-    with pytest.raises(VectorStoreError, match="salesloop index"):
+    calendars = {p: p.read_bytes() for p in (data_dir / "crm" / "calendars").glob("*.ics")}
+    for path in calendars:
+        path.write_text("not a calendar")
+    with pytest.raises(CalendarError, match="not valid iCalendar"):
         orchestrator.start(event)
     assert orchestrator.info(run_id_for(event)).status == "failed"
 
-    index_cases(indexed_services.crm, indexed_services.embedder, indexed_services.vectors)
+    for path, data in calendars.items():  # the user restores the files, and the CRM sends the event again
+        path.write_bytes(data)
     info, new = orchestrator.start(event)
     steps = [t.step for t in orchestrator.state(info.run_id).trace]
     assert new and info.status == "waiting"
