@@ -233,20 +233,34 @@ class Orchestrator:
             compact(self._conn)
 
     def _invoke(self, run_id: str, value: object) -> None:
+        audited: set[str] = set()
         try:
-            # Streamed so each step is in the audit log as soon as its checkpoint is written, not when the run ends.
-            for update in self.graph.stream(value, self._config(run_id), context=self.services, stream_mode="updates"):
-                for output in update.values():
-                    for trace in (output or {}).get("trace", []) if isinstance(output, dict) else []:
-                        log_step(self.services.audit, trace)
-                        if self.on_step:
-                            self.on_step(trace)
-                        failpoint(f"after_step:{trace.step}")
+            # Sync durability: a step's checkpoint is on disk before the next step starts, so a crash loses at most
+            # the step in flight. The audit log follows the checkpoints, step by step, never ahead of them.
+            for update in self.graph.stream(value, self._config(run_id), context=self.services, stream_mode="updates", durability="sync"):
+                self._observe(update)
+                self._audit_persisted(run_id, audited)
         except Exception as exc:
+            self._audit_persisted(run_id, audited)
             self._set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
+        self._audit_persisted(run_id, audited)
         status = "waiting" if self.graph.get_state(self._config(run_id)).next == ("await_rep",) else "done"
         self._set_status(run_id, status, None)
+
+    def _observe(self, update: dict) -> None:
+        for output in update.values():
+            for trace in (output or {}).get("trace", []) if isinstance(output, dict) and self.on_step else []:
+                self.on_step(trace)
+
+    def _audit_persisted(self, run_id: str, audited: set[str]) -> None:
+        """Log the steps whose checkpoint is written: a step a crash cut off is redone, and logged once, when it is."""
+        for trace in self.graph.get_state(self._config(run_id)).values.get("trace", []):
+            key = f"{trace.step}:{trace.started_at.isoformat()}"
+            if key not in audited:  # the audit log itself is idempotent too; this only saves the writes
+                audited.add(key)
+                log_step(self.services.audit, trace)
+                failpoint(f"after_step:{trace.step}")
 
     def _config(self, run_id: str) -> dict:
         return {"configurable": {"thread_id": run_id}}
