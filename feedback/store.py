@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.templates import ChatMessage
 from provenance import SourceRef
-from tools.sqlite_files import compact
+from tools.sqlite_files import compact, create_schema
 
 _NO_DELETE = """CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
 BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END"""
@@ -63,9 +63,7 @@ class FeedbackRecord(BaseModel):
 class FeedbackStore:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
+        create_schema(path, SCHEMA, self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30)

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from provenance.records import StepTrace, sha256_text
+from tools.sqlite_files import create_schema
 
 AuditKind = Literal["step", "decision", "training", "promotion", "rollback", "erasure", "consent"]
 GENESIS = "0" * 64
@@ -74,9 +75,7 @@ class AuditError(Exception):
 class AuditLog:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db, db:
-            db.executescript(SCHEMA)
+        create_schema(path, SCHEMA, self._connect)
 
     def _connect(self) -> sqlite3.Connection:
         # No WAL: a plain journal keeps the log one self-contained file an auditor can copy.

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tools.crm.records import CRMEvent
-from tools.sqlite_files import compact
+from tools.sqlite_files import compact, create_schema
 
 QueueStatus = Literal["queued", "processing", "done", "dead"]
 STATUSES: tuple[QueueStatus, ...] = ("queued", "processing", "done", "dead")
@@ -82,9 +82,7 @@ class EventQueue:
             raise ValueError("the queue needs max_attempts >= 1 and 0 <= backoff_base_s <= backoff_max_s")
         self.path = path
         self.max_attempts, self.backoff_base_s, self.backoff_max_s = max_attempts, backoff_base_s, backoff_max_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
-            db.executescript(SCHEMA)
+        create_schema(path, SCHEMA, self._connect)
 
     def enqueue(self, source: str, external_id: str, event: CRMEvent, received_at: datetime) -> tuple[QueuedEvent, bool]:
         """Store the event, committed before this returns; (the existing item, False) for a redelivered event."""

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+
+
+def create_schema(path: Path, schema: str, connect: Callable[[], sqlite3.Connection]) -> None:
+    """Make the file's folder and its tables; every store here opens its file this way."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(connect()) as db, db:
+        db.executescript(schema)
 
 
 def compact(db: sqlite3.Connection) -> None:
