@@ -20,8 +20,9 @@ from agents.services import Services
 from configs import load_settings
 from configs.loader import load_yaml_model
 from feedback.export import export_dataset
-from finetune.base_model import base_model_dir, model_version
+from finetune.base_model import gguf_path, served_base_sha256
 from finetune.evaluate import EvalReport, evaluate
+from finetune.gguf_export import export_lora_gguf, exported_gguf
 from finetune.records import FinetuneSettings
 from finetune.rounds import RoundResult, consent_checker, corpus_round, feedback_round
 from orchestrator import Orchestrator
@@ -52,6 +53,10 @@ class ExportFormat(str, Enum):
     sft = "sft"
     dpo = "dpo"
     kto = "kto"
+
+
+class AdapterFormat(str, Enum):
+    gguf = "gguf"
 
 
 class PromotionRefused(Exception):
@@ -210,7 +215,24 @@ def adapters_promote(version: str, force: Annotated[bool, typer.Option("--force"
 
 def _base_sha256(services: Services) -> str:
     """The serving base model's hash, without loading the model."""
-    return model_version(base_model_dir(services.settings.llm, services.settings.data_dir))
+    return served_base_sha256(services.settings.llm, services.settings.data_dir)
+
+
+@adapters_app.command("export")
+def adapters_export(version: str,
+                    fmt: Annotated[AdapterFormat, typer.Option("--format", help="gguf: a LoRA file for llama.cpp and its server")] = AdapterFormat.gguf,
+                    out: Annotated[Optional[Path], typer.Option("--out", help="where to write it; default beside the adapter")] = None,
+                    config: ConfigOpt = None) -> None:
+    """Write an adapter in another runtime's format (the llamacpp backend exports on first use by itself)."""
+    services = _services(config)
+    llm = services.settings.llm
+    if llm.gguf_file is None:
+        raise typer.BadParameter("a GGUF LoRA is made for a GGUF base, but llm.gguf_file is not set in this config", param_hint="--format")
+    services.adapters.verify(version)  # a GGUF of modified files would serve what no one registered
+    ref = services.adapters.ref(version)
+    base = gguf_path(llm.gguf_package, llm.gguf_file)
+    path = export_lora_gguf(Path(ref.path), base, out) if out else exported_gguf(Path(ref.path), ref.content_sha256, base)
+    err.print(f"{version} exported for llama.cpp: {path} (load it with --lora {path.name} beside {base.name})")
 
 
 @adapters_app.command("rollback")

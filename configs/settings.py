@@ -17,7 +17,7 @@ class Strict(BaseModel):
 
 
 class LLMSettings(Strict):
-    backend: Literal["transformers", "openai"] = "transformers"
+    backend: Literal["transformers", "llamacpp", "openai"] = "transformers"
     model_id: str = Field(description="the id recorded in every trace (and the served model name for openai)")
     # Exactly one source: a GGUF inside an installed package, a GGUF file, or an HF directory.
     gguf_package: str | None = None
@@ -27,6 +27,7 @@ class LLMSettings(Strict):
     deadline_s: float = Field(default=60.0, gt=0)
     repetition_penalty: float = Field(default=1.2, ge=1.0)
     threads: int | None = Field(default=None, ge=1)
+    context_tokens: int = Field(default=4096, ge=256, description="llamacpp backend: the context window it allocates")
     base_url: str | None = Field(default=None, description="openai backend: the server's /v1 URL, e.g. http://gpu-box:8000/v1")
     api_key_env: str | None = Field(default=None, description="openai backend: environment variable holding the API key")
 
@@ -35,6 +36,9 @@ class LLMSettings(Strict):
         if self.backend == "openai":
             if not self.base_url:
                 raise ValueError("llm.backend is openai: set llm.base_url to the server's /v1 URL")
+        elif self.backend == "llamacpp":
+            if self.gguf_file is None:
+                raise ValueError("llm.backend is llamacpp: set llm.gguf_file (with llm.gguf_package or a path); llama.cpp runs GGUF files only")
         elif self.hf_dir is None and self.gguf_file is None:
             raise ValueError("set llm.hf_dir (an HF model directory) or llm.gguf_file (with llm.gguf_package or a path)")
         return self

@@ -13,7 +13,7 @@ import struct
 from pathlib import Path
 
 from configs.settings import LLMSettings
-from provenance import sha256_bytes
+from provenance import sha256_bytes, sha256_file
 from serving.llm import LLMError
 
 MARKER = "salesloop-base.json"
@@ -57,7 +57,7 @@ def _dist(package: str) -> str:
 
 def materialize(gguf: Path, out_dir: Path) -> Path:
     """Write `out_dir` (model + tokenizer) from `gguf` unless a complete copy of this exact file is there."""
-    source_hash = sha256_bytes(gguf.read_bytes())
+    source_hash = sha256_file(gguf)
     # A marker alone is not enough: a copy cut short or a file lost since would load as an error, and we can rebuild.
     if _marker_hash(out_dir) == source_hash and model_dir_problem(out_dir) is None:
         return out_dir
@@ -192,6 +192,13 @@ def base_model_dir(settings: LLMSettings, data_dir: Path) -> Path:
     gguf = gguf_path(settings.gguf_package, settings.gguf_file or "")
     out_dir = materialize(gguf, data_dir / "models" / settings.model_id)
     return check_model_dir(out_dir, f"delete {out_dir} and rerun: salesloop materializes it again from {gguf}")
+
+
+def served_base_sha256(settings: LLMSettings, data_dir: Path) -> str:
+    """The hash adapters must carry to be served with these settings, without loading (or materializing) the model."""
+    if settings.hf_dir is None and settings.gguf_file is not None:
+        return sha256_file(gguf_path(settings.gguf_package, settings.gguf_file))
+    return model_version(base_model_dir(settings, data_dir))
 
 
 def model_version(model_dir: Path) -> str:

@@ -65,8 +65,8 @@ def register_backend(name: str, factory: Factory) -> None:
 
 def load_llm(settings: LLMSettings, data_dir: Path) -> LLM:
     """The model for these settings, loaded at most once per process and shared by all runs."""
-    # The data dir only matters where the GGUF is materialized into it.
-    key = (settings.model_dump_json(), "" if settings.hf_dir else str(data_dir))
+    # The data dir only matters where the transformers backend materializes the GGUF into it.
+    key = (settings.model_dump_json(), str(data_dir) if settings.backend == "transformers" and not settings.hf_dir else "")
     with _LOCK:
         if key not in _LOADED:
             if settings.backend not in _BACKENDS:
@@ -82,6 +82,12 @@ def _transformers(settings: LLMSettings, data_dir: Path) -> LLM:
     return TransformersLLM.from_settings(settings, data_dir)
 
 
+def _llamacpp(settings: LLMSettings, data_dir: Path) -> LLM:
+    from serving.llamacpp_backend import LlamaCppLLM
+
+    return LlamaCppLLM.from_settings(settings, data_dir)
+
+
 def _openai(settings: LLMSettings, data_dir: Path) -> LLM:
     from serving.openai_backend import OpenAICompatibleLLM
 
@@ -89,4 +95,5 @@ def _openai(settings: LLMSettings, data_dir: Path) -> LLM:
 
 
 register_backend("transformers", _transformers)
+register_backend("llamacpp", _llamacpp)
 register_backend("openai", _openai)

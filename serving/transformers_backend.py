@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from configs.settings import LLMSettings
 from finetune.base_model import base_model_dir, model_version
 from finetune.records import AdapterRef
-from finetune.registry import AdapterError, content_sha256
 from prompts.templates import ChatMessage
+from serving.adapter_files import check_adapter
 from serving.llm import Generation, LLMError
 
 if TYPE_CHECKING:
@@ -105,10 +105,7 @@ class TransformersLLM:
         key = (adapter.version, adapter.content_sha256)
         if key in self._adapters:
             return self._adapters[key]
-        if adapter.base_model_sha256 != self.model_version:
-            raise LLMError(f"adapter {adapter.version} was trained on base model {adapter.base_model_sha256[:12]}, but this process serves "
-                           f"{self.model_version[:12]}; roll back, or retrain the adapter on the configured base")
-        _check_files(adapter)
+        check_adapter(adapter, self.model_version)
         # Version plus hash: two data dirs served by this process's model may each have their own v0001.
         name = f"{adapter.version}-{adapter.content_sha256[:12]}"
         try:
@@ -137,18 +134,6 @@ class TransformersLLM:
         """Drop a half-loaded adapter so that nothing can ever activate it."""
         if self._peft is not None and name in self._peft.peft_config:
             self._peft.delete_adapter(name)
-
-
-def _check_files(adapter: AdapterRef) -> None:
-    try:
-        actual = content_sha256(Path(adapter.path))
-    except AdapterError as exc:
-        raise LLMError(f"adapter {adapter.version}: {exc}") from None
-    if actual != adapter.content_sha256:
-        raise LLMError(
-            f"adapter {adapter.version} in {adapter.path} does not match its registration: content sha256 {actual} "
-            f"!= {adapter.content_sha256}; restore its files or roll back to another version"
-        )
 
 
 def _summary(exc: Exception) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from configs import load_settings
 from configs.loader import DEFAULT_CONFIG
-from configs.settings import Settings
+from configs.settings import LLMSettings, Settings
 from finetune.base_model import MARKER, BaseModelError, gguf_path, materialize, source_hash
 from finetune.records import AdapterRef
 from finetune.registry import AdapterRegistry
@@ -22,7 +22,14 @@ from tests.test_registry import adapter_metadata, make_adapter
 # A new backend is one more line here: name -> factory loading the backend from the test settings.
 LLM_FACTORIES: dict[str, Callable[[Settings], LLM]] = {
     "transformers": lambda settings: load_llm(settings.llm, settings.data_dir),
+    "llamacpp": lambda settings: load_llm(llamacpp_settings(settings.llm), settings.data_dir),
 }
+
+
+def llamacpp_settings(llm: LLMSettings) -> LLMSettings:
+    """The test settings with llama.cpp running the shipped GGUF itself (the tests' settings point at its HF copy)."""
+    default = load_settings(DEFAULT_CONFIG, env={}).llm
+    return llm.model_copy(update={"backend": "llamacpp", "hf_dir": None, "gguf_package": default.gguf_package, "gguf_file": default.gguf_file})
 
 MESSAGES = [
     ChatMessage(role="system", content="You are a sales assistant. Answer in one short sentence."),

@@ -18,15 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 OTHER_BASE = "0" * 64
 
 
-def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A real, untrained LoRA on q/v; random B matrices and a large alpha make it visibly change the output."""
+def make_adapter(model_dir: Path, out: Path, seed: int, targets: tuple[str, ...] = ("q_proj", "v_proj"), alpha: int = 32) -> Path:
+    """A real, untrained LoRA (q/v by default); random B matrices and a large alpha make it visibly change the output."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False, task_type="CAUSAL_LM")
+    config = LoraConfig(r=4, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=False, task_type="CAUSAL_LM")
     get_peft_model(model, config).save_pretrained(out)
     return out
 
