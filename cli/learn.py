@@ -17,7 +17,7 @@ from rich.table import Table
 from cli.render import plain
 
 from agents.services import Services
-from configs import load_settings
+from configs import ConfigError, load_settings
 from configs.loader import load_yaml_model
 from feedback.export import export_dataset
 from finetune.base_model import gguf_path, served_base_sha256
@@ -227,7 +227,8 @@ def adapters_export(version: str,
     services = _services(config)
     llm = services.settings.llm
     if llm.gguf_file is None:
-        raise typer.BadParameter("a GGUF LoRA is made for a GGUF base, but llm.gguf_file is not set in this config", param_hint="--format")
+        raise ConfigError("a GGUF LoRA is made for a GGUF base, but llm.gguf_file is not set in this config; "
+                          "set llm.gguf_file (and llm.gguf_package) to the GGUF that llama.cpp serves")
     services.adapters.verify(version)  # a GGUF of modified files would serve what no one registered
     ref = services.adapters.ref(version)
     base = gguf_path(llm.gguf_package, llm.gguf_file)

