@@ -1,7 +1,7 @@
 """The graph: CRM event → normalize → grade → similar cases → draft → schedule → rep → apply.
 
-Runs are LangGraph threads in a SQLite checkpointer, so a run waiting for its rep survives restarts.
-A small index table beside the checkpoints lists runs by status for the inbox.
+Runs are LangGraph threads in a checkpointer (SQLite, or PostgreSQL when database.backend says so), so a run waiting
+for its rep survives restarts. A small index table beside the checkpoints lists runs by status for the inbox.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Callable, Literal, get_args
 
+from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
+from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
 from agents.approval import await_rep
@@ -30,7 +32,7 @@ from provenance import StepTrace, sha256_text
 from provenance.audit import log_step
 from tools.crm.records import CRMEvent
 from tools.failpoints import failpoint
-from tools.sqlite_files import compact
+from tools.sql import Database, PostgresDatabase, connect_postgres, open_database, schema_lock
 
 NODES = [
     ("normalize", normalize),
@@ -42,6 +44,11 @@ NODES = [
     ("apply", apply_decision),
 ]
 RunStatus = Literal["running", "waiting", "done", "failed", "erased"]
+RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS salesloop_runs (run_id {text} PRIMARY KEY, event_id {text} NOT NULL,
+    event_type {text} NOT NULL, status {text} NOT NULL, created_at {instant} NOT NULL, updated_at {instant} NOT NULL, error {text})"""
+_RUN_COLUMNS = "run_id, event_id, event_type, status, created_at, updated_at, error"
+# What PostgresSaver deletes a thread from; VACUUM FULL rewrites them without the erased rows.
+_POSTGRES_CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 
 class RunError(Exception):
@@ -99,6 +106,48 @@ def model_types(model: type[BaseModel]) -> set[type[BaseModel]]:
     return found
 
 
+class RunIndex:
+    """The runs by status, for the inbox: one table in the checkpoints' database."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        db.create(db.dialect.schema(RUNS_SCHEMA))
+
+    def get(self, run_id: str) -> RunInfo | None:
+        with self.db.read() as db:
+            row = db.execute(f"SELECT {_RUN_COLUMNS} FROM salesloop_runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else _info(row)
+
+    def list(self, status: RunStatus | None) -> list[RunInfo]:
+        where, params = (" WHERE status = ?", (status,)) if status else ("", ())
+        with self.db.read() as db:
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM salesloop_runs{where} ORDER BY created_at, run_id", params).fetchall()
+        return [_info(r) for r in rows]
+
+    def record(self, run_id: str, event: CRMEvent, status: RunStatus) -> None:
+        now = _now()
+        with self.db.write() as db:
+            db.execute(
+                f"INSERT INTO salesloop_runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (run_id) DO UPDATE SET"
+                " status = excluded.status, updated_at = excluded.updated_at, error = NULL",
+                (run_id, event.id, event.type, status, now, now),
+            )
+
+    def set_status(self, run_id: str, status: RunStatus, error: str | None) -> None:
+        with self.db.write() as db:
+            db.execute("UPDATE salesloop_runs SET status = ?, updated_at = ?, error = ? WHERE run_id = ?", (status, _now(), error, run_id))
+
+
+def checkpointer(db: Database, serde: JsonPlusSerializer) -> SqliteSaver | PostgresSaver:
+    """LangGraph's saver for the database, on one connection of its own that worker threads share under its lock."""
+    if isinstance(db, PostgresDatabase):
+        saver = PostgresSaver(connect_postgres(db.url, autocommit=True, prepare_threshold=0, row_factory=dict_row), serde=serde)
+        with schema_lock(saver.conn):
+            saver.setup()
+        return saver
+    return SqliteSaver(sqlite3.connect(db.path, check_same_thread=False, timeout=30), serde=serde)
+
+
 def run_id_for(event: CRMEvent) -> str:
     """The same event (source + id) always maps to the same run: a redelivered event starts nothing new."""
     return "run-" + sha256_text(f"{event.source}\x00{event.id}")[:16]
@@ -108,25 +157,16 @@ class Orchestrator:
     def __init__(self, services: Services, on_step: Callable[[StepTrace], None] | None = None):
         self.services = services
         self.on_step = on_step  # e.g. the service's latency histogram
-        path = services.settings.resolve(services.settings.checkpoint.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db_path = path
-        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS salesloop_runs (run_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, event_type TEXT NOT NULL,"
-            " status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, error TEXT)"
-        )
-        self._conn.commit()
+        settings = services.settings
+        self._db = open_database(settings.database, settings.resolve(settings.checkpoint.path))
+        self._runs = RunIndex(self._db)
         # Strict deserialization: only the state schema's own types come back out of the checkpoint.
         serde = JsonPlusSerializer(allowed_msgpack_modules=sorted((t.__module__, t.__name__) for t in model_types(RunState)))
-        saver = SqliteSaver(self._conn, serde=serde)
-        # One connection for checkpoints and the run index, shared by worker threads: every use takes the saver's lock.
-        self._lock = saver.lock
-        self.graph = build_graph().compile(checkpointer=saver)
+        self._saver = checkpointer(self._db, serde)
+        self.graph = build_graph().compile(checkpointer=self._saver)
 
     def close(self) -> None:
-        self._conn.close()
+        self._saver.conn.close()
 
     def __enter__(self) -> Orchestrator:
         return self
@@ -140,7 +180,7 @@ class Orchestrator:
         existing = self.info(run_id, missing_ok=True)
         if existing is not None and existing.status not in ("failed", "running"):
             return existing, False
-        self._record(run_id, event, "running")
+        self._runs.record(run_id, event, "running")
         # A failed run, or one whose process died mid-graph ("running" with nobody running it: the queue's lease
         # says so), resumes from its last checkpoint: steps that succeeded are neither redone nor traced twice.
         resume = existing is not None and bool(self.graph.get_state(self._config(run_id)).next)
@@ -176,7 +216,7 @@ class Orchestrator:
         for info in self.runs("running") + self.runs("waiting"):
             pending = self.graph.get_state(self._config(info.run_id)).next
             if pending and pending != ("await_rep",):
-                self._set_status(info.run_id, "running", None)
+                self._runs.set_status(info.run_id, "running", None)
                 self._invoke(info.run_id, None)
                 resumed.append(info.run_id)
         return resumed
@@ -195,21 +235,13 @@ class Orchestrator:
         return None
 
     def info(self, run_id: str, missing_ok: bool = False) -> RunInfo | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-        if row is None:
-            if missing_ok:
-                return None
+        info = self._runs.get(run_id)
+        if info is None and not missing_ok:
             raise UnknownRun(f"no run {run_id!r}; `salesloop inbox` lists the waiting runs")
-        return _info(row)
+        return info
 
     def runs(self, status: RunStatus | None = None) -> list[RunInfo]:
-        query = "SELECT run_id, event_id, event_type, status, created_at, updated_at, error FROM salesloop_runs"
-        with self._lock:
-            rows = self._conn.execute(query + (" WHERE status = ?" if status else "") + " ORDER BY created_at, run_id", (status,) if status else ()).fetchall()
-        return [_info(r) for r in rows]
+        return self._runs.list(status)
 
     def runs_mentioning(self, identifiers: list[str]) -> list[str]:
         """Runs whose state holds any of these strings (case-insensitive): what erasing a person must reach."""
@@ -227,10 +259,10 @@ class Orchestrator:
     def erase_runs(self, run_ids: list[str]) -> None:
         """Delete the runs' checkpoints for good; their index rows stay, marked erased, so the run ids still resolve."""
         for run_id in run_ids:
-            self.graph.checkpointer.delete_thread(run_id)
-            self._set_status(run_id, "erased", None)
-        with self._lock:
-            compact(self._conn)
+            self._saver.delete_thread(run_id)
+            self._runs.set_status(run_id, "erased", None)
+        with self._saver.lock:  # no checkpoint write of this process in the way of the rebuild
+            self._db.compact(_POSTGRES_CHECKPOINT_TABLES)
 
     def _invoke(self, run_id: str, value: object) -> None:
         audited: set[str] = set()
@@ -242,11 +274,11 @@ class Orchestrator:
                 self._audit_persisted(run_id, audited)
         except Exception as exc:
             self._audit_persisted(run_id, audited)
-            self._set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            self._runs.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
         self._audit_persisted(run_id, audited)
         status = "waiting" if self.graph.get_state(self._config(run_id)).next == ("await_rep",) else "done"
-        self._set_status(run_id, status, None)
+        self._runs.set_status(run_id, status, None)
 
     def _observe(self, update: dict) -> None:
         for output in update.values():
@@ -264,19 +296,6 @@ class Orchestrator:
 
     def _config(self, run_id: str) -> dict:
         return {"configurable": {"thread_id": run_id}}
-
-    def _record(self, run_id: str, event: CRMEvent, status: RunStatus) -> None:
-        now = _now()
-        with self._lock, self._conn:
-            self._conn.execute(
-                "INSERT INTO salesloop_runs VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT(run_id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, error = NULL",
-                (run_id, event.id, event.type, status, now, now),
-            )
-
-    def _set_status(self, run_id: str, status: RunStatus, error: str | None) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("UPDATE salesloop_runs SET status = ?, updated_at = ?, error = ? WHERE run_id = ?", (status, _now(), error, run_id))
 
 
 def _now() -> str:

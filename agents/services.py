@@ -24,7 +24,8 @@ from tools.crm.source import CRMSource, JsonSnapshotCRM
 from tools.data_dir import ensure_current
 from tools.embedder import Embedder, load_embedder
 from tools.scheduling_records import Clause, Consultant
-from tools.vector_store import QdrantStore, VectorStore
+from tools.sql import open_database, postgres_url
+from tools.vector_store import VectorStore, open_vector_store
 
 
 def utc_now() -> datetime:
@@ -39,6 +40,8 @@ class Services:
     def __post_init__(self) -> None:
         # Before anything reads the data dir: an older layout is migrated forward, a newer one refused.
         self.data_dir_info = ensure_current(self.settings.data_dir, self.settings.resolve(self.settings.crm.path), clock=self.clock)
+        if self.settings.database.backend == "postgres":
+            postgres_url(self.settings.database)  # a missing URL fails at start-up, not at the first write
 
     @cached_property
     def crm(self) -> CRMSource:
@@ -54,7 +57,7 @@ class Services:
 
     @cached_property
     def vectors(self) -> VectorStore:
-        return QdrantStore.from_settings(self.settings.vector_store, self.settings.data_dir)
+        return open_vector_store(self.settings.vector_store, self.settings.data_dir)
 
     @cached_property
     def calendar(self) -> Calendar:
@@ -72,7 +75,7 @@ class Services:
 
     @cached_property
     def feedback(self) -> FeedbackStore:
-        return FeedbackStore(self.settings.data_dir / "feedback.sqlite")
+        return FeedbackStore(open_database(self.settings.database, self.settings.data_dir / "feedback.sqlite"))
 
     @cached_property
     def consent(self) -> ConsentPolicy:

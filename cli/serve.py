@@ -90,7 +90,4 @@ def queue_replay(item_id: int, config: ConfigOpt = None) -> None:
 def _queue(config: Path | None):
     from service.queue import EventQueue
 
-    settings = load_settings(config)
-    service = settings.service
-    return EventQueue(settings.resolve(service.queue_path), max_attempts=service.max_attempts,
-                      backoff_base_s=service.backoff_base_s, backoff_max_s=service.backoff_max_s)
+    return EventQueue.from_settings(load_settings(config))

@@ -58,16 +58,34 @@ class EmbedderSettings(Strict):
 
 
 class VectorStoreSettings(Strict):
-    backend: Literal["qdrant"] = "qdrant"
-    path: Path | None = Field(default=Path("qdrant"), description="local mode directory (relative to data_dir)")
-    url: str | None = Field(default=None, description="Qdrant server URL; wins over path")
+    backend: Literal["qdrant", "qdrant_edge"] = Field(
+        default="qdrant", description="qdrant: qdrant-client (local mode by path, or a server by url); qdrant_edge: Qdrant's engine in-process, HNSW")
+    path: Path | None = Field(default=Path("qdrant"), description="store directory (relative to data_dir); qdrant_edge keeps one shard per collection in it")
+    url: str | None = Field(default=None, description="Qdrant server URL (backend qdrant only); wins over path")
     collection: str = "cases"
     top_k: int = Field(default=5, ge=1, le=100)
+    hnsw_ef: int = Field(default=128, ge=1, description="HNSW search beam: higher finds more of the true top-k, slower")
+
+    @model_validator(mode="after")
+    def _edge_is_local(self) -> VectorStoreSettings:
+        if self.backend == "qdrant_edge" and self.url:
+            raise ValueError(f"vector_store.backend is qdrant_edge, which runs in-process: remove vector_store.url ({self.url}) "
+                             "or set backend: qdrant to use that server")
+        return self
 
 
 class CheckpointSettings(Strict):
     backend: Literal["sqlite"] = "sqlite"
     path: Path = Path("checkpoints.sqlite")
+
+
+class DatabaseSettings(Strict):
+    """Where checkpoints, the run index, the event queue and feedback live: SQLite files under data_dir
+    (checkpoint.path, service.queue_path, feedback.sqlite), or one PostgreSQL database shared by every process."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    url_env: str = Field(default="SALESLOOP_POSTGRES_URL",
+                         description="postgres: environment variable holding the connection URL (never the URL itself: it holds the password)")
 
 
 class CRMSettings(Strict):
@@ -185,6 +203,7 @@ class Settings(Strict):
     embedder: EmbedderSettings
     vector_store: VectorStoreSettings = VectorStoreSettings()
     checkpoint: CheckpointSettings = CheckpointSettings()
+    database: DatabaseSettings = DatabaseSettings()
     crm: CRMSettings = CRMSettings()
     titles: list[TitleRule] = Field(min_length=1)
     grading: GradingSettings

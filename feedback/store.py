@@ -1,9 +1,7 @@
-"""An append-only SQLite store of rep decisions; the database itself refuses updates and deletes."""
+"""An append-only store of rep decisions, in SQLite or PostgreSQL; the database itself refuses updates and deletes."""
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -12,26 +10,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prompts.templates import ChatMessage
 from provenance import SourceRef
-from tools.sqlite_files import compact, create_schema
+from tools.sql import Database, SQLiteFile
 
-_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
-BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END"""
-SCHEMA = """
+REFUSAL = "feedback is append-only: add a correction record instead"
+TABLE = """
 CREATE TABLE IF NOT EXISTS feedback (
-    id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    recorded_at TEXT NOT NULL,
-    record TEXT NOT NULL
+    id {text} PRIMARY KEY,
+    run_id {text} NOT NULL,
+    recorded_at {instant} NOT NULL,
+    record {text} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_run ON feedback(run_id);
+"""
+_SQLITE_NO_DELETE = f"""CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
+BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END"""
+# The guards, and how erasure lifts the delete guard inside its own transaction: other writers never see it lifted.
+GUARDS = {
+    "sqlite": f"""
 CREATE TRIGGER IF NOT EXISTS feedback_no_update BEFORE UPDATE ON feedback
-BEGIN SELECT RAISE(ABORT, 'feedback is append-only: add a correction record instead'); END;
-{no_delete};
+BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END;
+{_SQLITE_NO_DELETE};
 -- INSERT OR REPLACE deletes the old row without firing the delete trigger: a second insert of an id is a no-op.
 CREATE TRIGGER IF NOT EXISTS feedback_no_replace BEFORE INSERT ON feedback
 WHEN EXISTS (SELECT 1 FROM feedback WHERE id = NEW.id)
 BEGIN SELECT RAISE(IGNORE); END;
-""".format(no_delete=_NO_DELETE)
+""",
+    "postgres": f"""
+CREATE OR REPLACE FUNCTION feedback_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION '{REFUSAL}'; END $$;
+CREATE OR REPLACE TRIGGER feedback_no_update BEFORE UPDATE ON feedback FOR EACH ROW EXECUTE FUNCTION feedback_append_only();
+CREATE OR REPLACE TRIGGER feedback_no_delete BEFORE DELETE ON feedback FOR EACH ROW EXECUTE FUNCTION feedback_append_only();
+CREATE OR REPLACE TRIGGER feedback_no_truncate BEFORE TRUNCATE ON feedback FOR EACH STATEMENT EXECUTE FUNCTION feedback_append_only();
+""",
+}
+LIFT_DELETE_GUARD = {
+    "sqlite": ("DROP TRIGGER feedback_no_delete", _SQLITE_NO_DELETE),
+    "postgres": ("ALTER TABLE feedback DISABLE TRIGGER feedback_no_delete", "ALTER TABLE feedback ENABLE TRIGGER feedback_no_delete"),
+}
 
 
 class FeedbackRecord(BaseModel):
@@ -61,38 +76,31 @@ class FeedbackRecord(BaseModel):
 
 
 class FeedbackStore:
-    def __init__(self, path: Path):
-        self.path = path
-        create_schema(path, SCHEMA, self._connect)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def __init__(self, db: Database | Path):
+        """`db`: the database, or a path for a SQLite file of its own."""
+        self.db = SQLiteFile(db) if isinstance(db, Path) else db
+        self.db.create(self.db.dialect.schema(TABLE) + GUARDS[self.db.dialect.name])
 
     def append(self, record: FeedbackRecord) -> bool:
         """Store the record; False if a record with this id is already there (a retried write)."""
-        with closing(self._connect()) as db, db:
+        with self.db.write() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO feedback (id, run_id, recorded_at, record) VALUES (?, ?, ?, ?)",
+                "INSERT INTO feedback (id, run_id, recorded_at, record) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (record.id, record.run_id, record.recorded_at.isoformat(), record.model_dump_json()),
             )
             return cursor.rowcount == 1
 
     def erase(self, run_ids: list[str], lead_id: str) -> list[str]:
         """The one way records leave the store: erasing a person. Returns the ids of the records removed."""
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
-            db.execute("PRAGMA secure_delete=ON")
-            db.execute("BEGIN IMMEDIATE")
-            marks = ",".join("?" * len(run_ids))
-            ids = [row[0] for row in db.execute(
-                f"SELECT id FROM feedback WHERE run_id IN ({marks}) OR json_extract(record, '$.lead_id') = ?", (*run_ids, lead_id))]
-            # The delete guard is lifted inside the transaction only: other writers never see the store unguarded.
-            db.execute("DROP TRIGGER feedback_no_delete")
+        lift, restore = LIFT_DELETE_GUARD[self.db.dialect.name]
+        of_runs = f"run_id IN ({','.join('?' * len(run_ids))}) OR " if run_ids else ""  # PostgreSQL refuses an empty IN ()
+        of_lead = f"{self.db.dialect.json_text('record', 'lead_id')} = ?"
+        with self.db.write() as db:
+            db.execute(lift)  # first: on PostgreSQL it also locks the table, so no record added meanwhile slips past
+            ids = [row[0] for row in db.execute(f"SELECT id FROM feedback WHERE {of_runs}{of_lead}", (*run_ids, lead_id)).fetchall()]
             db.executemany("DELETE FROM feedback WHERE id = ?", [(i,) for i in ids])
-            db.execute(_NO_DELETE)
-            db.execute("COMMIT")
-            compact(db)
+            db.execute(restore)
+        self.db.compact(["feedback"])
         return ids
 
     def for_run(self, run_id: str) -> list[FeedbackRecord]:
@@ -102,6 +110,6 @@ class FeedbackStore:
         return self._select("ORDER BY recorded_at, id", ())
 
     def _select(self, where: str, params: tuple) -> list[FeedbackRecord]:
-        with closing(self._connect()) as db:
+        with self.db.read() as db:
             rows = db.execute(f"SELECT record FROM feedback {where}", params).fetchall()
         return [FeedbackRecord.model_validate_json(row[0]) for row in rows]

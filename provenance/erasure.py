@@ -104,8 +104,10 @@ def find_mentions(root: Path, values: list[str]) -> list[str]:
 
 def _erase_queue(services: Services, values: list[str]) -> int:
     """Webhook events the service queued: their bodies hold the person's data whatever their status."""
-    path = services.settings.resolve(services.settings.service.queue_path)
-    return len(EventQueue(path).erase(values)) if path.exists() else 0
+    settings = services.settings
+    if settings.database.backend == "sqlite" and not settings.resolve(settings.service.queue_path).exists():
+        return 0  # the service never ran: there is no queue file to erase from, and none to create
+    return len(EventQueue.from_settings(settings).erase(values))
 
 
 def _erase_events(events_dir: Path, values: list[str], root: Path) -> list[str]:

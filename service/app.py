@@ -48,8 +48,7 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
     settings = services.settings
     service = settings.service
     orch = Orchestrator(services)
-    queue = EventQueue(settings.resolve(service.queue_path), max_attempts=service.max_attempts,
-                       backoff_base_s=service.backoff_base_s, backoff_max_s=service.backoff_max_s)
+    queue = EventQueue.from_settings(settings)
     tokens = TokenStore(settings.resolve(service.tokens_file))
     metrics = Metrics(StoreCollector(queue.counts_by_source, lambda: len(orch.runs("waiting")),
                                      lambda: Counter(r.decision for r in services.feedback.all())))

@@ -1,46 +1,45 @@
-"""A durable SQLite queue of CRM events between the webhook routes and the workers.
+"""A durable queue of CRM events between the webhook routes and the workers, in SQLite or PostgreSQL.
 
 An event is committed before the route answers 2xx, so an accepted event survives a crash. Enqueueing is
 idempotent on (source, external id): a redelivery finds the row already there. Workers claim an item under a
 lease; an item whose lease ran out (its worker crashed or hung) is taken back and counted as a failed attempt.
 Failures retry with exponential backoff; after max_attempts the item is dead until someone replays it.
-Every write runs under BEGIN IMMEDIATE, so two processes on one file never claim the same item.
+Two processes never claim the same item: on SQLite every write takes the file's write lock (BEGIN IMMEDIATE); on
+PostgreSQL a write locks the rows it reads, and a claim passes over rows other workers hold (FOR UPDATE SKIP LOCKED).
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from configs.settings import Settings
 from tools.crm.records import CRMEvent
-from tools.sqlite_files import compact, create_schema
+from tools.sql import Connection, Database, SQLiteFile, open_database
 
 QueueStatus = Literal["queued", "processing", "done", "dead"]
 STATUSES: tuple[QueueStatus, ...] = ("queued", "processing", "done", "dead")
 MAX_ERROR_CHARS = 2000
-SQLITE_MIN_INT, SQLITE_MAX_INT = -(2**63), 2**63 - 1  # what an INTEGER column holds; ids outside name no item
+MIN_ID, MAX_ID = -(2**63), 2**63 - 1  # what the id column holds; ids outside name no item
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    external_id TEXT NOT NULL,
-    event TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('queued', 'processing', 'done', 'dead')),
+    id {key},
+    source {text} NOT NULL,
+    external_id {text} NOT NULL,
+    event {text} NOT NULL,
+    status {text} NOT NULL CHECK (status IN ('queued', 'processing', 'done', 'dead')),
     attempts INTEGER NOT NULL DEFAULT 0,
     replays INTEGER NOT NULL DEFAULT 0,
-    received_at TEXT NOT NULL,
-    next_attempt_at TEXT NOT NULL,
-    lease_owner TEXT,
-    lease_expires_at TEXT,
-    run_id TEXT,
-    last_error TEXT,
+    received_at {instant} NOT NULL,
+    next_attempt_at {instant} NOT NULL,
+    lease_owner {text},
+    lease_expires_at {instant},
+    run_id {text},
+    last_error {text},
     UNIQUE (source, external_id)
 );
 CREATE INDEX IF NOT EXISTS queue_due ON queue (status, next_attempt_at);
@@ -77,12 +76,20 @@ class ItemNotFound(QueueError):
 
 
 class EventQueue:
-    def __init__(self, path: Path, max_attempts: int = 5, backoff_base_s: float = 30.0, backoff_max_s: float = 3600.0):
+    def __init__(self, db: Database | Path, max_attempts: int = 5, backoff_base_s: float = 30.0, backoff_max_s: float = 3600.0):
+        """`db`: the database, or a path for a SQLite file of its own."""
         if max_attempts < 1 or backoff_base_s < 0 or backoff_max_s < backoff_base_s:
             raise ValueError("the queue needs max_attempts >= 1 and 0 <= backoff_base_s <= backoff_max_s")
-        self.path = path
+        self.db = SQLiteFile(db) if isinstance(db, Path) else db
         self.max_attempts, self.backoff_base_s, self.backoff_max_s = max_attempts, backoff_base_s, backoff_max_s
-        create_schema(path, SCHEMA, self._connect)
+        self.db.create(self.db.dialect.schema(SCHEMA))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventQueue:
+        """The service's queue: service.queue_path, or the PostgreSQL database that database.backend names."""
+        service = settings.service
+        return cls(open_database(settings.database, settings.resolve(service.queue_path)), max_attempts=service.max_attempts,
+                   backoff_base_s=service.backoff_base_s, backoff_max_s=service.backoff_max_s)
 
     def enqueue(self, source: str, external_id: str, event: CRMEvent, received_at: datetime) -> tuple[QueuedEvent, bool]:
         """Store the event, committed before this returns; (the existing item, False) for a redelivered event."""
@@ -94,7 +101,7 @@ class EventQueue:
         an event stored before, or earlier in the same list, is (the stored item, False)."""
         at = _iso(received_at)
         rows = []
-        with self._write() as db:
+        with self.db.write() as db:
             for external_id, event in events:
                 cursor = db.execute(
                     "INSERT INTO queue (source, external_id, event, status, received_at, next_attempt_at) VALUES (?, ?, ?, 'queued', ?, ?) "
@@ -106,10 +113,10 @@ class EventQueue:
     def claim(self, worker: str, now: datetime, lease_s: float) -> QueuedEvent | None:
         """Lease the oldest due item to `worker`, after taking back the items of expired leases; None if nothing is due."""
         at = _iso(now)
-        with self._write() as db:
+        with self.db.write() as db:
             self._take_back_expired(db, at)
-            row = db.execute("SELECT id FROM queue WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY received_at, id LIMIT 1",
-                             (at,)).fetchone()
+            row = db.execute("SELECT id FROM queue WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY received_at, id LIMIT 1"
+                             + self.db.dialect.skip_locked, (at,)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE queue SET status = 'processing', lease_owner = ?, lease_expires_at = ? WHERE id = ?",
@@ -118,8 +125,8 @@ class EventQueue:
 
     def complete(self, item_id: int, run_id: str) -> QueuedEvent:
         """The item's run started; done is final, and completing a done item again changes nothing."""
-        with self._write() as db:
-            item = self._get(db, item_id)
+        with self.db.write() as db:
+            item = self._locked(db, item_id)
             if item.status != "done":
                 # Also from queued or dead: a worker whose lease ran out may still finish, and then the work is done.
                 db.execute("UPDATE queue SET status = 'done', run_id = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
@@ -128,8 +135,8 @@ class EventQueue:
 
     def fail(self, item_id: int, error: str, now: datetime) -> QueuedEvent:
         """Count a failed attempt: retry after the backoff, or dead after max_attempts, keeping the error."""
-        with self._write() as db:
-            item = self._get(db, item_id)
+        with self.db.write() as db:
+            item = self._locked(db, item_id)
             if item.status != "processing":
                 raise QueueError(f"queue item {item_id} is {item.status}, not processing: only a claimed item can fail")
             attempts = item.attempts + 1
@@ -141,8 +148,8 @@ class EventQueue:
 
     def replay(self, item_id: int, now: datetime) -> QueuedEvent:
         """A dead item back into the queue, due now, with its attempts reset; the replay is counted."""
-        with self._write() as db:
-            item = self._get(db, item_id)
+        with self.db.write() as db:
+            item = self._locked(db, item_id)
             if item.status != "dead":
                 raise QueueError(f"queue item {item_id} is {item.status}: only dead items can be replayed")
             db.execute("UPDATE queue SET status = 'queued', attempts = 0, replays = replays + 1, next_attempt_at = ? WHERE id = ?",
@@ -151,15 +158,13 @@ class EventQueue:
 
     def erase(self, values: list[str]) -> list[int]:
         """Delete every item whose event or error mentions one of `values` (a person's name, email, phone), whatever
-        its status, and leave no copy in free pages or the WAL. Returns the ids deleted."""
+        its status, and leave no copy in the table's free space (nor, on SQLite, in its WAL). Returns the ids deleted."""
         needles = [v.lower() for v in values if v]
-        with self._write() as db:
-            db.execute("PRAGMA secure_delete=ON")
-            rows = db.execute("SELECT id, event || char(10) || COALESCE(last_error, '') FROM queue").fetchall()
-            ids = [item_id for item_id, text in rows if any(n in text.lower() for n in needles)]
+        with self.db.write() as db:
+            rows = db.execute("SELECT id, event, last_error FROM queue" + self.db.dialect.lock_rows).fetchall()
+            ids = [item_id for item_id, event, error in rows if any(n in f"{event}\n{error or ''}".lower() for n in needles)]
             db.executemany("DELETE FROM queue WHERE id = ?", [(i,) for i in ids])
-        with closing(self._connect()) as db:
-            compact(db)
+        self.db.compact(["queue"])
         return ids
 
     def backoff_s(self, attempts: int) -> float:
@@ -167,7 +172,7 @@ class EventQueue:
         return min(self.backoff_max_s, self.backoff_base_s * 2 ** min(attempts - 1, 64))
 
     def get(self, item_id: int) -> QueuedEvent:
-        with closing(self._connect()) as db:
+        with self.db.read() as db:
             return self._get(db, item_id)
 
     def dead_letters(self, limit: int = 100) -> list[QueuedEvent]:
@@ -176,7 +181,7 @@ class EventQueue:
     def list(self, status: QueueStatus | None = None, limit: int = 100) -> list[QueuedEvent]:
         """Newest first."""
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
-        with closing(self._connect()) as db:
+        with self.db.read() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM queue {where} ORDER BY id DESC LIMIT ?", (*params, limit)).fetchall()
         return [_item(row) for row in rows]
 
@@ -189,45 +194,33 @@ class EventQueue:
         return totals
 
     def counts_by_source(self) -> dict[str, dict[str, int]]:
-        with closing(self._connect()) as db:
+        with self.db.read() as db:
             rows = db.execute("SELECT source, status, COUNT(*) FROM queue GROUP BY source, status").fetchall()
         counts: dict[str, dict[str, int]] = {}
         for source, status, count in rows:
             counts.setdefault(source, dict.fromkeys(STATUSES, 0))[status] = count
         return counts
 
-    def _take_back_expired(self, db: sqlite3.Connection, at: str) -> None:
+    def _take_back_expired(self, db: Connection, at: str) -> None:
         # A lease that ran out is a failed attempt: an event that kills its worker every time must end up dead,
         # not be handed out forever. It is due again at once; the lease already made it wait.
         error = "the lease ran out before the worker finished: it crashed, hung, or took longer than the lease"
         db.execute("UPDATE queue SET attempts = attempts + 1, last_error = ?, lease_owner = NULL, lease_expires_at = NULL, "
                    "status = CASE WHEN attempts + 1 >= ? THEN 'dead' ELSE 'queued' END, next_attempt_at = lease_expires_at "
-                   "WHERE status = 'processing' AND lease_expires_at <= ?", (error, self.max_attempts, at))
+                   "WHERE id IN (SELECT id FROM queue WHERE status = 'processing' AND lease_expires_at <= ?" + self.db.dialect.skip_locked
+                   + ")", (error, self.max_attempts, at))
 
-    def _get(self, db: sqlite3.Connection, item_id: int) -> QueuedEvent:
-        if not SQLITE_MIN_INT <= item_id <= SQLITE_MAX_INT:  # sqlite3 would raise OverflowError binding it
+    def _locked(self, db: Connection, item_id: int) -> QueuedEvent:
+        """The item, read inside a write so that no other writer changes it before this one commits."""
+        return self._get(db, item_id, self.db.dialect.lock_rows)
+
+    def _get(self, db: Connection, item_id: int, lock: str = "") -> QueuedEvent:
+        if not MIN_ID <= item_id <= MAX_ID:  # the driver would refuse to bind it
             raise ItemNotFound("no queue item with that id: queue ids are 64-bit integers")
-        row = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE id = ?", (item_id,)).fetchone()
+        row = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE id = ?{lock}", (item_id,)).fetchone()
         if row is None:
             raise ItemNotFound(f"no queue item {item_id}")
         return _item(row)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # timeout: wait for the write lock, do not fail
-        db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-        db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before the route answers 2xx
-        return db
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")  # take the write lock first: a read-then-update cannot interleave with another's
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
 
 def _iso(at: datetime) -> str:

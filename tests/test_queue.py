@@ -1,16 +1,18 @@
 """The durable event queue: idempotent on (source, external id), oldest first, leases that expire, retries with
-capped exponential backoff, dead letters and replay, no item claimed twice across processes, all kept on disk."""
+capped exponential backoff, dead letters and replay, no item claimed twice across processes, all kept on disk.
+Every test runs on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from service.queue import MAX_ERROR_CHARS, EventQueue, ItemNotFound, QueueError
+from tests.postgres_server import database, postgres_server, postgres_url, stored_bytes  # noqa: F401 - fixtures
 from tools.crm.records import CRMEvent
+from tools.sql import Database
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)
 LEASE_S = 60.0
@@ -33,13 +35,8 @@ def _at(seconds: float) -> datetime:
 
 
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "queue.sqlite"
-
-
-@pytest.fixture
-def queue(path: Path) -> EventQueue:
-    return EventQueue(path, max_attempts=3, backoff_base_s=10, backoff_max_s=15)
+def queue(database: Database) -> EventQueue:
+    return EventQueue(database, max_attempts=3, backoff_base_s=10, backoff_max_s=15)
 
 
 def test_enqueue_is_idempotent_per_source_and_external_id(queue):
@@ -56,9 +53,9 @@ def test_enqueue_is_idempotent_per_source_and_external_id(queue):
                                         "salesforce": {"queued": 1, "processing": 0, "done": 0, "dead": 0}}
 
 
-def test_an_enqueued_event_is_committed_when_enqueue_returns(queue, path):
+def test_an_enqueued_event_is_committed_when_enqueue_returns(queue, database):
     item, _ = queue.enqueue("generic", "demo-crm:evt-0001", _event(1), T0)
-    assert EventQueue(path).get(item.id) == item  # another connection, as after a crash right after the 2xx
+    assert EventQueue(database).get(item.id) == item  # another connection, as after a crash right after the 2xx
 
 
 def test_claim_takes_the_oldest_due_item_and_leases_it(queue):
@@ -92,8 +89,8 @@ def test_an_event_that_kills_every_worker_ends_dead(queue):
     assert (dead.status, dead.attempts, dead.lease_owner) == ("dead", 3, None)
 
 
-def test_failures_retry_with_capped_exponential_backoff(path):
-    queue = EventQueue(path, max_attempts=5, backoff_base_s=10, backoff_max_s=25)
+def test_failures_retry_with_capped_exponential_backoff(database):
+    queue = EventQueue(database, max_attempts=5, backoff_base_s=10, backoff_max_s=25)
     item, _ = queue.enqueue("s", "x", _event(1), T0)
     now, waits = T0, []
     for _ in range(3):
@@ -152,8 +149,8 @@ def test_list_is_newest_first_and_limited(queue):
     assert [i.external_id for i in queue.list(limit=3)] == ["e4", "e3", "e2"]
 
 
-def test_concurrent_claims_never_hand_out_an_item_twice(path):
-    queues = [EventQueue(path), EventQueue(path)]  # two "processes" on one file
+def test_concurrent_claims_never_hand_out_an_item_twice(database):
+    queues = [EventQueue(database), EventQueue(database)]  # two "processes" on one database
     ids = {queues[0].enqueue("s", f"e{n}", _event(n), _at(n))[0].id for n in range(60)}
     claimed: list[int] = []
     lock = threading.Lock()
@@ -173,7 +170,7 @@ def test_concurrent_claims_never_hand_out_an_item_twice(path):
     assert queues[1].counts() == {"queued": 0, "processing": 0, "done": 60, "dead": 0}
 
 
-def test_everything_survives_reopening_the_file(queue, path):
+def test_everything_survives_reopening_the_database(queue, database):
     kept, _ = queue.enqueue("s", "kept", _event(1), T0)
     queue.claim("w", T0, LEASE_S)
     failed = queue.fail(kept.id, "boom", T0)
@@ -181,13 +178,13 @@ def test_everything_survives_reopening_the_file(queue, path):
     leased = queue.claim("w", _at(1), LEASE_S)
     del queue
 
-    reopened = EventQueue(path, max_attempts=3, backoff_base_s=10, backoff_max_s=15)
+    reopened = EventQueue(database, max_attempts=3, backoff_base_s=10, backoff_max_s=15)
     assert reopened.get(kept.id) == failed
     assert reopened.get(leased.id) == leased
     assert reopened.enqueue("s", "kept", _event(1), _at(50)) == (failed, False)
 
 
-def test_erasing_a_person_leaves_no_trace_in_the_file(queue, path):
+def test_erasing_a_person_leaves_no_trace_on_disk(queue, database):
     kept, _ = queue.enqueue("s", "a", _email(1, "jordan@quillstack.io"), T0)
     erased, _ = queue.enqueue("s", "b", _email(2, "Y.Mori@sakura-medtech.co.jp"), T0)
     failing, _ = queue.enqueue("s", "c", _event(3), T0)
@@ -198,5 +195,5 @@ def test_erasing_a_person_leaves_no_trace_in_the_file(queue, path):
 
     assert sorted(queue.erase(["Yuki Mori", "y.mori@sakura-medtech.co.jp"])) == [erased.id, failing.id]
     assert [i.id for i in queue.list()] == [kept.id]
-    stored = b"".join(f.read_bytes() for f in path.parent.iterdir() if f.name.startswith(path.name))
+    stored = stored_bytes(database, "queue")
     assert b"sakura-medtech" not in stored.lower() and b"jordan@quillstack.io" in stored

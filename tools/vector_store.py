@@ -1,4 +1,5 @@
-"""The vector store protocol and its Qdrant backend (local mode by path, or a server by URL: same code)."""
+"""The vector store protocol, its Qdrant backend (local mode by path, or a server by URL: same code), and the choice of
+backend by name (`vector_store.backend`)."""
 
 from __future__ import annotations
 
@@ -53,18 +54,55 @@ class VectorStore(Protocol):
     def compact(self) -> None:
         """Make overwritten payloads unrecoverable from storage (erasure)."""
 
+    def close(self) -> None:
+        """Release the storage (embedded backends lock their directory)."""
+
+
+# The HNSW graph every backend builds: 16 links per node, 128 candidates while building (Qdrant's defaults are 16/100;
+# the larger beam buys recall on filtered searches, where part of the graph is skipped).
+HNSW_M = 16
+HNSW_EF_CONSTRUCT = 128
+
+
+def open_vector_store(settings: VectorStoreSettings, data_dir: Path) -> VectorStore:
+    """The backend `settings.backend` names, on its directory under `data_dir` or its server."""
+    if settings.backend == "qdrant_edge":
+        from tools.qdrant_edge_store import QdrantEdgeStore  # that module builds on this one: imported when chosen
+
+        return QdrantEdgeStore.from_settings(settings, data_dir)
+    return QdrantStore.from_settings(settings, data_dir)
+
+
+def store_path(settings: VectorStoreSettings, data_dir: Path) -> Path:
+    """The store's directory: `vector_store.path`, relative to the data dir unless absolute."""
+    if settings.path is None:
+        raise VectorStoreError("vector_store.path is not set; set it to a directory (e.g. qdrant) or set vector_store.url")
+    return settings.path if settings.path.is_absolute() else data_dir / settings.path
+
+
+def point_id(key: str) -> str:
+    # Qdrant ids are ints or UUIDs; a name-based UUID keeps our string keys stable across rebuilds.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"salesloop:{key}"))
+
+
+def keyed_payload(point: StoredPoint) -> dict[str, Any]:
+    """The payload as stored: our key travels inside it, since Qdrant ids are UUIDs."""
+    return {**point.payload, "key": point.key}
+
 
 class QdrantStore:
-    def __init__(self, client: QdrantClient, collection: str, local_path: Path | None = None):
+    def __init__(self, client: QdrantClient, collection: str, hnsw_ef: int | None = None, local_path: Path | None = None):
         self.client = client
         self.collection = collection
         self.local_path = local_path
+        # A server walks its HNSW graph with this beam; local mode searches exactly and warns when given one.
+        self.search_params = models.SearchParams(hnsw_ef=hnsw_ef) if hnsw_ef else None
 
     @classmethod
     def from_settings(cls, settings: VectorStoreSettings, data_dir: Path) -> QdrantStore:
         if settings.url:
-            return cls(QdrantClient(url=settings.url), settings.collection)
-        path = settings.path if settings.path.is_absolute() else data_dir / settings.path
+            return cls(QdrantClient(url=settings.url), settings.collection, settings.hnsw_ef)
+        path = store_path(settings, data_dir)
         return cls(_open_local(path), settings.collection, local_path=path)
 
     def ensure_collection(self, dim: int, indexed_fields: list[str]) -> None:
@@ -76,7 +114,7 @@ class QdrantStore:
         self.client.create_collection(
             self.collection,
             vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-            hnsw_config=models.HnswConfigDiff(m=16, ef_construct=128),
+            hnsw_config=models.HnswConfigDiff(m=HNSW_M, ef_construct=HNSW_EF_CONSTRUCT),
         )
         # Filtered search on a server needs payload indexes; local mode ignores them (and warns that it does).
         with warnings.catch_warnings():
@@ -88,17 +126,18 @@ class QdrantStore:
         if points:
             self.client.upsert(
                 self.collection,
-                [models.PointStruct(id=_point_id(p.key), vector=p.vector, payload={**p.payload, "key": p.key}) for p in points],
+                [models.PointStruct(id=point_id(p.key), vector=p.vector, payload=keyed_payload(p)) for p in points],
             )
 
     def payload_of(self, keys: list[str], field: str) -> dict[str, Any]:
-        records = self.client.retrieve(self.collection, [_point_id(k) for k in keys], with_payload=["key", field])
+        records = self.client.retrieve(self.collection, [point_id(k) for k in keys], with_payload=["key", field])
         return {r.payload["key"]: r.payload.get(field) for r in records}
 
     def search(self, vector: list[float], limit: int, match: dict[str, str]) -> list[PointHit]:
         query_filter = models.Filter(must=[models.FieldCondition(key=k, match=models.MatchValue(value=v)) for k, v in match.items()])
         try:
-            result = self.client.query_points(self.collection, query=vector, query_filter=query_filter, limit=limit, with_payload=True)
+            result = self.client.query_points(self.collection, query=vector, query_filter=query_filter, limit=limit, with_payload=True,
+                                              search_params=self.search_params)
         except (ValueError, UnexpectedResponse):
             if not self.client.collection_exists(self.collection):
                 raise VectorStoreError(f"collection {self.collection!r} does not exist; run `salesloop index` to build it from the CRM's past deals") from None
@@ -152,7 +191,3 @@ def _corrupt(path: Path, exc: BaseException) -> VectorStoreError:
     return VectorStoreError(f"the Qdrant directory {path} is corrupt ({type(exc).__name__}: {detail}); "
                             "delete it and run `salesloop index` to rebuild it from the CRM mirror")
 
-
-def _point_id(key: str) -> str:
-    # Qdrant ids are ints or UUIDs; a name-based UUID keeps our string keys stable across rebuilds.
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"salesloop:{key}"))
