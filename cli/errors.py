@@ -17,6 +17,7 @@ from tools.clauses import ClauseLibraryError
 from tools.crm.event_file import EventFileError
 from tools.crm.source import CRMDataError
 from tools.data_dir import DataDirError
+from tools.sql import DatabaseUnreachable
 from tools.embedder import EmbedderError
 from tools.records_io import RecordFileError
 from tools.vector_store import VectorStoreError
@@ -35,6 +36,7 @@ USER_ERRORS = (
     ConfigError,
     CRMDataError,
     DataDirError,
+    DatabaseUnreachable,
     EmbedderError,
     EventFileError,
     LLMError,

@@ -9,6 +9,7 @@ applies a LoRA at graph time, so switching is a pointer swap, never a reload.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from pathlib import Path
@@ -44,7 +45,9 @@ class LlamaCppLLM:
         from transformers import AutoTokenizer
 
         try:
-            self._llama = llama_cpp.Llama(str(gguf), n_ctx=context_tokens, n_threads=threads, n_batch=512, verbose=False)
+            # llama-cpp-python defaults to half the cores; the model is the only thing computing while it decodes.
+            cores = threads or os.cpu_count() or 1
+            self._llama = llama_cpp.Llama(str(gguf), n_ctx=context_tokens, n_threads=cores, n_threads_batch=cores, n_batch=512, verbose=False)
             # The GGUF carries its tokenizer and chat template; reading them through transformers gives the exact
             # token ids the reference backend (and training) uses.
             self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

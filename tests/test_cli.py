@@ -16,8 +16,8 @@ import yaml
 from tests.conftest import write_config
 
 
-def salesloop(*args: str, config: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"SALESLOOP_DEBUG", "SALESLOOP_DATA_DIR", "SALESLOOP_CONFIG"}}
+def salesloop(*args: str, config: Path, check: bool = True, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in {"SALESLOOP_DEBUG", "SALESLOOP_DATA_DIR", "SALESLOOP_CONFIG"}} | (env or {})
     result = subprocess.run([sys.executable, "-m", "cli", *args, "--config", str(config)], capture_output=True, text=True,
                             env=env, timeout=timeout)
     if check and result.returncode != 0:

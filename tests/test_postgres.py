@@ -108,6 +108,18 @@ def test_postgres_without_its_url_fails_at_start_naming_the_variable(pg_settings
         EventQueue.from_settings(pg_settings)
 
 
+def test_an_unreachable_server_is_one_line_naming_where_never_the_password(pg_settings, tmp_path):
+    """The CLI over a Postgres config whose server is down: exit 2, where it tried, what to check; no traceback."""
+    from tests.test_cli import salesloop
+
+    config = tmp_path / "config.yaml"  # the one pg_settings wrote: database.backend postgres
+    env_url = "postgresql://salesloop:s3cret-pw@127.0.0.1:1/salesloop"
+    result = salesloop("inbox", config=config, check=False, env={URL_ENV: env_url})
+    assert result.returncode == 2, result.stderr
+    assert "cannot connect to PostgreSQL at 127.0.0.1:1/salesloop" in result.stderr and "check the URL" in result.stderr
+    assert "s3cret-pw" not in result.stderr and "Traceback" not in result.stderr
+
+
 def test_two_processes_never_claim_the_same_item(postgres_url):
     queue = EventQueue(PostgresDatabase(postgres_url))
     ids = {queue.enqueue("s", f"e{n}", _event(n), T0 + timedelta(seconds=n))[0].id for n in range(80)}

@@ -160,11 +160,21 @@ def _postgres_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")  # the stores' SQL has no `?` in literals, nor jsonb's ? operator
 
 
+class DatabaseUnreachable(Exception):
+    """The configured PostgreSQL server cannot be reached or refuses us; the message says what to check."""
+
+
 def connect_postgres(url: str, **options: Any) -> psycopg.Connection:
     """A connection whose instants come back in UTC, as the SQLite stores write them, whatever the server's time zone."""
     info = conninfo_to_dict(url)
     info["options"] = f"{info.get('options', '')} -c TimeZone=UTC".strip()
-    return psycopg.connect(**info, **options)
+    try:
+        return psycopg.connect(**info, **options)
+    except psycopg.OperationalError as exc:
+        where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"  # never the password
+        detail = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DatabaseUnreachable(f"cannot connect to PostgreSQL at {where} ({detail}); check the URL in the database.url_env "
+                                  "variable and that the server is running") from None
 
 
 @contextmanager
