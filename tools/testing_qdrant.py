@@ -17,11 +17,13 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pydantic import BaseModel
 from qdrant_client import QdrantClient, models
+
+from tools.loopback import LoopbackServer
 
 Endpoint = Callable[[str, dict], Any]  # (collection name, parsed JSON body) -> the answer's "result"
 
@@ -30,7 +32,7 @@ class CollectionNotFound(Exception):
     """Answered 404, as a server answers a request for a collection it does not hold."""
 
 
-class FakeQdrantServer:
+class FakeQdrantServer(LoopbackServer):
     def __init__(self) -> None:
         self.created: dict[str, dict] = {}  # collection -> its create-collection body, as sent
         self.indexed: dict[str, list[dict]] = {}  # collection -> its create-index bodies, as sent
@@ -48,21 +50,14 @@ class FakeQdrantServer:
             ("POST", re.compile(r"/collections/([^/]+)/points/query"), self._query),
             ("POST", re.compile(r"/collections/([^/]+)/points/count"), self._count),
         ]
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def __enter__(self) -> FakeQdrantServer:
-        self._thread.start()
-        return self
+        return self.address
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__exit__(*exc)
         self._local.close()
 
     # ------------------------------------------------------------ endpoints (name: the collection, body: parsed JSON)
