@@ -21,10 +21,8 @@ import copy
 import json
 import math
 import shutil
-import sqlite3
 import tempfile
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
@@ -344,8 +342,7 @@ def env(tmp_path_factory, demo_source):
 
 
 def stored(env) -> set[tuple[str, str]]:
-    with closing(sqlite3.connect(env["queue"].path)) as db:
-        rows = db.execute("SELECT source, external_id FROM queue").fetchall()
+    rows = [(item.source, item.external_id) for item in env["queue"].list(limit=1_000_000)]
     assert len(rows) == len(set(rows))
     return set(rows)
 
