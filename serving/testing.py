@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
-
-from tools.loopback import LoopbackServer
+from tools.loopback import JsonHandler, LoopbackServer
 
 Reply = Callable[[dict], str]
 
@@ -26,32 +24,21 @@ class FakeOpenAIServer(LoopbackServer):
     def base_url(self) -> str:
         return f"{self.address}/v1"
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[JsonHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server hook name
                 if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                    return self.send_json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 fake.requests.append(body)
                 text = fake.reply(body)
-                self._send(200, {
+                self.send_json(200, {
                     "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "model": body["model"],
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
                               "completion_tokens": len(text.split())},
                 })
-
-            def _send(self, status: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass  # keep test output clean
 
         return Handler

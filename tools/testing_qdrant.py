@@ -17,13 +17,12 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pydantic import BaseModel
 from qdrant_client import QdrantClient, models
 
-from tools.loopback import LoopbackServer
+from tools.loopback import JsonHandler, LoopbackServer
 
 Endpoint = Callable[[str, dict], Any]  # (collection name, parsed JSON body) -> the answer's "result"
 
@@ -149,25 +148,16 @@ class FakeQdrantServer(LoopbackServer):
             return 400, {"status": {"error": f"Wrong input: {exc}"}, "time": time.perf_counter() - began}
         return 200, {"result": _wire(result), "status": "ok", "time": time.perf_counter() - began}
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[JsonHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length)) if length else {}
-                status, payload = fake._dispatch(self.command, self.path.split("?")[0], body)
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(*fake._dispatch(self.command, self.path.split("?")[0], body))
 
             do_GET = do_PUT = do_POST = do_DELETE = _serve  # noqa: N815 - the http.server hook names
-
-            def log_message(self, *args: object) -> None:
-                pass  # keep test output clean
 
         return Handler
 
