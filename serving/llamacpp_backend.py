@@ -8,6 +8,7 @@ applies a LoRA at graph time, so switching is a pointer swap, never a reload.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import threading
@@ -53,6 +54,8 @@ class LlamaCppLLM:
             self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         except (OSError, ValueError) as exc:
             raise LLMError(f"llama.cpp cannot load {gguf}: {exc}; check llm.gguf_file, or reinstall the package that ships it") from None
+        # Freed while the interpreter is intact: llama-cpp-python's own __del__ at exit finds its bindings gone.
+        atexit.register(self._llama.close)
         self.gguf = gguf
         self.model_id = model_id
         # The GGUF's hash: the transformers backend records the same for its materialized copy, so adapters trained
