@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
 import shutil
 import sys
 import tempfile
@@ -19,9 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import ROOT, record
 
 from agents.services import Services  # noqa: E402
 from configs import load_settings  # noqa: E402
@@ -40,7 +37,6 @@ from tools.crm.records import CRMEvent  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plain_loop import ours_sft_tokens_per_s, plain_sft_tokens_per_s  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 CLOCK = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 
 
@@ -54,7 +50,7 @@ def main() -> None:
     table = _table(rows)
     print(table)
     if args.record:
-        _record(table)
+        record("Learning loop", table)
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> dict[str, str]:
@@ -118,11 +114,6 @@ def _table(rows: dict[str, str]) -> str:
     lines += [f"| {k:<{width}} | {v} |" for k, v in rows.items()]
     return "\n".join(lines)
 
-
-def _record(table: str) -> None:
-    command = "python bench/hfrl_loop.py " + " ".join(sys.argv[1:])
-    with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as out:
-        out.write(f"\n## Learning loop ({datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} CPU cores)\n\n`{command}`\n\n{table}\n")
 
 
 def _args() -> argparse.Namespace:

@@ -14,14 +14,10 @@ import argparse
 import os
 import resource
 import shutil
-import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import demo_config, record
 
 import yaml  # noqa: E402
 
@@ -29,15 +25,12 @@ from agents.services import Services  # noqa: E402
 from configs import load_settings  # noqa: E402
 from configs.loader import DEFAULT_CONFIG  # noqa: E402
 from demo.burst import BurstResult, run_burst  # noqa: E402
-from demo.generate import generate_demo  # noqa: E402
 from demo.stream import cold_lead_stream, inbound_email_stream  # noqa: E402
 from finetune.base_model import gguf_path, materialize  # noqa: E402
 from orchestrator import Orchestrator, run_id_for  # noqa: E402
 from service.app import create_app  # noqa: E402
 from tools.cases import index_cases  # noqa: E402
-from tools.data_dir import ensure_current  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
 
 
@@ -53,21 +46,14 @@ def main() -> None:
     table = _table(rows)
     print(table)
     if args.record:
-        command = "python bench/load.py " + " ".join(sys.argv[1:])
-        with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as out:
-            out.write(f"\n## Load: webhook burst ({datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} CPU cores)\n\n`{command}`\n\n{table}\n")
+        record("Load: webhook burst", table)
 
 
 def burst(data_dir: Path, model_dir: Path, workers: int, args: argparse.Namespace) -> tuple[int, BurstResult, int, int]:
-    ensure_current(data_dir, data_dir / "crm")
-    generate_demo(data_dir / "crm", data_dir / "events")
-    raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    raw["data_dir"] = str(data_dir)
-    raw["llm"].update({"gguf_package": None, "gguf_file": None, "hf_dir": str(model_dir), "max_new_tokens": args.max_new_tokens})
-    raw["service"] = {"workers": workers}
-    (data_dir / "config.yaml").write_text(yaml.safe_dump(raw))
+    llm = {"gguf_package": None, "gguf_file": None, "hf_dir": str(model_dir), "max_new_tokens": args.max_new_tokens}
+    config = demo_config(data_dir, llm, service={"workers": workers})
     os.environ["SALESLOOP_WEBHOOK_SECRET"] = SECRET
-    services = Services(load_settings(data_dir / "config.yaml", env={}))
+    services = Services(load_settings(config, env={}))
     index_cases(services.crm, services.embedder, services.vectors)
     services.llm  # loaded before the clock starts, as a running service has it
     drafted = round(args.events * args.drafted_share)

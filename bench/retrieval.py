@@ -22,16 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import ROOT, record
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".bench-cache" / "retrieval"
 CHUNK = 1000  # texts embedded per cached file: an interrupted or larger embedding reuses every chunk already there
 SEED = 11
@@ -222,9 +219,7 @@ def main() -> None:
     table = _table(rows, args)
     print(table)
     if args.record:
-        command = "python bench/retrieval.py " + " ".join(sys.argv[1:])
-        with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as out:
-            out.write(f"\n## Retrieval: filtered top-10 ({datetime.now(timezone.utc):%Y-%m-%d}, {os.cpu_count()} CPU cores)\n\n`{command}`\n\n{table}\n")
+        record("Retrieval: filtered top-10", table)
 
 
 def _rows(backend: str, size: int, args: argparse.Namespace, done: list[dict]) -> list[dict]:
