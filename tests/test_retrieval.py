@@ -70,6 +70,23 @@ def test_embedder_empty_batch(embedder):
     assert embedder.embed([]) == []
 
 
+def test_embedder_remembers_texts_it_embedded_within_a_bound(monkeypatch):
+    """Attribution re-embeds the sentences of cases that come back event after event: only new texts reach the model."""
+    import tools.embedder as embedder_module
+
+    embedder = SentenceTransformerEmbedder(embedder_module._model_dir(load_settings(DEFAULT_CONFIG, env={}).embedder), "minilm")
+    encoded: list[list[str]] = []
+    encode = embedder._model.encode
+    monkeypatch.setattr(embedder._model, "encode", lambda texts, **kw: encoded.append(list(texts)) or encode(texts, **kw))
+    monkeypatch.setattr(embedder_module, "CACHED_TEXTS", 3)
+    first = embedder.embed(["SOC 2 report", "gearbox pilot", "SOC 2 report"])
+    again = embedder.embed(["gearbox pilot", "SOC 2 report", "SSO with Okta"])
+    assert encoded == [["SOC 2 report", "gearbox pilot"], ["SSO with Okta"]], "repeats are embedded once"
+    assert again[:2] == [first[1], first[0]] and first[0] == first[2]
+    embedder.embed(["campus portal"])  # a fourth text: the least recently used one goes
+    assert list(embedder._cache) == ["SOC 2 report", "SSO with Okta", "campus portal"]
+
+
 def test_embedder_bad_path_is_a_clear_error(tmp_path):
     with pytest.raises(EmbedderError, match=str(tmp_path)):
         SentenceTransformerEmbedder(tmp_path / "no-model", "x")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from configs.settings import EmbedderSettings
 
@@ -22,6 +25,7 @@ class Embedder(Protocol):
         """Unit-length vectors, one per text, in order."""
 
 
+CACHED_TEXTS = 8192
 PATH_FIX = "point embedder.path at a complete sentence-transformers model directory"
 
 
@@ -38,11 +42,22 @@ class SentenceTransformerEmbedder:
         self.model_id = model_id
         self.dim = int(self._model.get_embedding_dimension())
         self._lock = threading.Lock()
+        # Attribution embeds the sentences of every case a draft was shown, and the same cases come back event after
+        # event: remembered, they cost nothing the second time. float32 rows: 8192 texts take 12 MiB.
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         with self._lock:
-            vectors = self._model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
-        return vectors.tolist()
+            new = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if new:
+                vectors = self._model.encode(new, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+                self._cache.update(zip(new, vectors.astype(np.float32)))
+            for text in texts:
+                self._cache.move_to_end(text)
+            rows = [self._cache[t].tolist() for t in texts]
+            while len(self._cache) > CACHED_TEXTS:
+                self._cache.popitem(last=False)
+        return rows
 
 
 _LOADED: dict[str, Embedder] = {}
