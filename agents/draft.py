@@ -51,12 +51,11 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     if signals:
         notes.append(describe(signals))
     shown = [f.model_copy(update={"value": quote_as_data(f.value)}) for f in facts]
-    request = quote_as_data(lead.request[:600]) if any(f.field == "request" for f in facts) else ""
     prompt = load_prompt(state.route.prompt)
-    messages = prompt.render(facts=shown, cases=state.cases, request=request, company=quote_as_data(lead.account_name))
+    messages = prompt.render(facts=shown, cases=state.cases, company=quote_as_data(lead.account_name))
     # Read per run: a newly promoted adapter (or an A/B candidate) serves from the next event on, without a restart.
     adapter = services.adapters.route(state.run_id)
-    generation, raw, fallback = _ask_model(services, state, messages, adapter, notes)
+    generation, raw, fallback = _ask_model(services, state, messages, prompt.max_sentences, adapter, notes)
     used = prompt
     if fallback:
         raw, used = fallback_draft(facts, state.cases, lead.account_name)
@@ -81,14 +80,15 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     return {"draft": draft, "trace": [trace]}
 
 
-def _ask_model(services: Services, state: RunState, messages: list, adapter, notes: list[str]) -> tuple[Generation | None, str, str | None]:
+def _ask_model(services: Services, state: RunState, messages: list, max_sentences: int | None, adapter,
+               notes: list[str]) -> tuple[Generation | None, str, str | None]:
     """The model's text, or the reason it cannot be used: an error, the deadline, or nothing usable."""
     settings = services.settings.llm
     try:
         llm = services.llm  # loading is part of asking: a missing model file is a model failure too
         masker = _masker(services, state) if not llm.local and services.settings.masking.remote_llm else None
         sent = [m.model_copy(update={"content": masker.mask(m.content)}) for m in messages] if masker else messages
-        generation = llm.generate(sent, settings.max_new_tokens, settings.deadline_s, adapter=adapter)
+        generation = llm.generate(sent, settings.max_new_tokens, settings.deadline_s, adapter=adapter, max_sentences=max_sentences)
     except Exception as exc:  # noqa: BLE001 - whatever the backend raises, the rep still gets a draft to decide on
         return None, "", f"the model failed: {type(exc).__name__}: {str(exc)[:300]}"
     if masker:
@@ -96,7 +96,7 @@ def _ask_model(services: Services, state: RunState, messages: list, adapter, not
     if generation.stopped_by == "deadline":
         notes.append(f"generation stopped at the {settings.deadline_s:g}s deadline")
     text = masker.unmask(generation.text) if masker else generation.text
-    text = text if generation.stopped_by == "eos" else whole_sentences(text)
+    text = text if generation.stopped_by in ("eos", "max_sentences") else whole_sentences(text)
     return generation, text, unusable_reason(text, generation.stopped_by, settings.deadline_s)
 
 
@@ -123,7 +123,7 @@ def _model_fields(services: Services, generation: Generation | None) -> dict:
 def _model_refs(services: Services, generation: Generation | None, fallback: str | None) -> list[SourceRef]:
     if generation is None:
         return [SourceRef(kind="model", id=services.settings.llm.model_id, note="asked, but it failed")]
-    note = "base model" if fallback is None else "base model: asked, but its text was not used"
+    note = f"base model; {services.llm.weights}" + ("" if fallback is None else ": asked, but its text was not used")
     refs = [SourceRef(kind="model", id=generation.model_id, version=services.llm.model_version, note=note)]
     if generation.adapter_id is not None:
         refs.append(SourceRef(kind="model", id=f"adapter:{generation.adapter_id}", version=generation.adapter_sha256, note="LoRA adapter"))

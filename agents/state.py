@@ -120,7 +120,7 @@ class ProposalDraft(Model):
     adapter_sha256: str | None = None
     input_tokens: int | None = None
     output_tokens: int
-    stopped_by: str = Field(description="eos, max_tokens, deadline, or fallback (a template wrote it)")
+    stopped_by: str = Field(description="eos, max_tokens, max_sentences, deadline, or fallback (a template wrote it)")
     fallback_reason: str | None = Field(default=None, description="why the model's text was not used, if it was not")
     injection: list[InjectionSignal] = Field(default_factory=list, description="prompt-injection signals in the customer's text")
     guard_notes: list[str] = Field(default_factory=list, description="sentences the output guard removed, and why")

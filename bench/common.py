@@ -22,13 +22,14 @@ from tools.data_dir import ensure_current  # noqa: E402
 
 
 def demo_config(data_dir: Path, llm: dict, **sections: dict) -> Path:
-    """A data dir holding the demo CRM and events, and its config.yaml: the default config with these changes."""
+    """A data dir holding the demo CRM and events, and its config.yaml: the default config with these keys changed."""
     ensure_current(data_dir, data_dir / "crm")
     generate_demo(data_dir / "crm", data_dir / "events")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
     raw["data_dir"] = str(data_dir)
     raw["llm"].update(llm)
-    raw.update(sections)
+    for name, changes in sections.items():
+        raw[name] = {**raw.get(name, {}), **changes}
     path = data_dir / "config.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

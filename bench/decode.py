@@ -2,6 +2,7 @@
 
     python bench/decode.py                # a real draft prompt, 5 alternating repetitions
     python bench/decode.py --record       # also append the table to docs/benchmarks.md
+    python bench/decode.py --weights q8_0 # both on the re-encoded file that configs/local-fast.yaml serves
 
 Raw llama.cpp is llama-cpp-python's own greedy `Llama.generate` over the same prompt token ids, stopped after the
 same number of tokens, with the same thread count. Ours is `LlamaCppLLM.generate` as a draft calls it: chat
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 from common import peak_rss_mib, record
 
@@ -24,6 +27,7 @@ from configs import load_settings  # noqa: E402
 from configs.loader import DEFAULT_CONFIG  # noqa: E402
 from finetune.base_model import gguf_path  # noqa: E402
 from prompts.templates import ChatMessage  # noqa: E402
+from serving.gguf_weights import served_gguf  # noqa: E402
 from serving.llamacpp_backend import LlamaCppLLM  # noqa: E402
 
 SYSTEM = "You are a sales assistant writing proposal emails. Be specific, concise and professional."
@@ -37,8 +41,10 @@ def main() -> None:
     settings = load_settings(DEFAULT_CONFIG, env={}).llm
     gguf = gguf_path(settings.gguf_package, settings.gguf_file)
     threads = args.threads or os.cpu_count()
-    ours = LlamaCppLLM(gguf, settings.model_id, repetition_penalty=1.0, threads=threads)
-    raw = llama_cpp.Llama(str(gguf), n_ctx=ours.context_tokens, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+    work = tempfile.TemporaryDirectory(prefix="salesloop-decode-")
+    served = served_gguf(gguf, args.weights, Path(work.name))
+    ours = LlamaCppLLM(gguf, settings.model_id, repetition_penalty=1.0, threads=threads, weights_file=None if served == gguf else served)
+    raw = llama_cpp.Llama(str(served), n_ctx=ours.context_tokens, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
     messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content=REQUEST)]
     prompt = ours.prompt_tokens(messages)
     count = ours.generate(messages, args.tokens, 600.0).output_tokens  # greedy stops where it stops; both run that many
@@ -50,7 +56,7 @@ def main() -> None:
         rows["raw llama.cpp (Llama.generate)"].append(_timed(lambda: _raw_decode(raw, prompt, count)))
     if args.with_transformers:
         rows["transformers backend (reference)"] = _transformers_rates(settings, messages, count, args.repeats)
-    table = _table(rows, len(prompt), count, threads)
+    table = _table(rows, served.name, len(prompt), count, threads)
     print(table)
     if args.record:
         record("Decode: our llama.cpp backend vs raw llama.cpp", table)
@@ -73,9 +79,6 @@ def _timed(generate) -> float:
 
 
 def _transformers_rates(settings, messages: list[ChatMessage], count: int, repeats: int) -> list[float]:
-    from pathlib import Path
-    import tempfile
-
     from finetune.base_model import base_model_dir
     from serving.transformers_backend import TransformersLLM
 
@@ -84,9 +87,9 @@ def _transformers_rates(settings, messages: list[ChatMessage], count: int, repea
         return [_timed(lambda: model.generate(messages, count, 600.0).output_tokens) for _ in range(repeats)]
 
 
-def _table(rows: dict[str, list[float]], prompt_tokens: int, count: int, threads: int) -> str:
+def _table(rows: dict[str, list[float]], weights_file: str, prompt_tokens: int, count: int, threads: int) -> str:
     raw = statistics.median(rows["raw llama.cpp (Llama.generate)"])
-    lines = [f"SmolLM2-135M-Instruct Q4_1 GGUF, {prompt_tokens}-token prompt + {count} generated tokens, greedy, {threads} threads, "
+    lines = [f"{weights_file}, {prompt_tokens}-token prompt + {count} generated tokens, greedy, {threads} threads, "
              f"median of {len(next(iter(rows.values())))} (peak RSS {peak_rss_mib():.0f} MiB):", "",
              "| contender | tokens/s (prompt eval included) | × raw llama.cpp |", "|---|---|---|"]
     for name, rates in rows.items():
@@ -99,6 +102,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=150, help="token budget; greedy may stop earlier at EOS")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
+    parser.add_argument("--weights", choices=["shipped", "q8_0", "f16"], default="shipped", help="llm.llamacpp_weights for both")
     parser.add_argument("--with-transformers", action="store_true", help="add the transformers backend as a reference row")
     parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     return parser.parse_args()

@@ -1,11 +1,14 @@
 """Event → draft waiting for the rep: p50 / p95 over demo inbound emails, per graph node, for each local backend.
 
     python bench/latency.py                        # 30 events per backend, drafts up to 150 tokens
+    python bench/latency.py --backends local-fast.yaml   # only the fast local config, as shipped
     python bench/latency.py --record               # also append the tables to docs/benchmarks.md
 
 Each backend runs in its own process (so peak RSS is its own), with the model, embedder and Qdrant opened once
-before the clock starts, as `salesloop serve` has them, and a promoted adapter that every draft applies. The first event is a warm-up and is not counted. Every
-backend gets the same prompts and the same token budget; greedy drafts end at EOS or at the budget.
+before the clock starts, as `salesloop serve` has them, and a promoted adapter that every draft applies. The first
+event is a warm-up and is not counted. Every backend gets the same prompts and the same token budget; greedy drafts
+end at EOS, at the budget or after the sentences the prompt asks for. local-fast.yaml is that config as shipped:
+llama.cpp on re-encoded weights (see bench/draft_prompt.py for what they cost in quality) and qdrant_edge.
 """
 
 from __future__ import annotations
@@ -17,15 +20,25 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from common import peak_rss_mib, percentile, promote_untrained_adapter, ready_services, record, run_child
+import yaml
+from common import ROOT, peak_rss_mib, percentile, promote_untrained_adapter, ready_services, record, run_child
 
 from demo.stream import inbound_email_stream  # noqa: E402
 from orchestrator import Orchestrator  # noqa: E402
 from provenance import StepTrace  # noqa: E402
 
+def _fast_config() -> dict:
+    """configs/local-fast.yaml's changes to the default config, as shipped."""
+    raw = yaml.safe_load((ROOT / "configs" / "local-fast.yaml").read_text())
+    raw.pop("extends")
+    return raw
+
+
+# name -> the config sections it changes; every variant gets the same token budget.
 BACKENDS = {
-    "transformers": {"backend": "transformers"},
-    "llamacpp": {"backend": "llamacpp"},
+    "transformers": {"llm": {"backend": "transformers"}},
+    "llamacpp": {"llm": {"backend": "llamacpp"}},
+    "local-fast.yaml": _fast_config(),
 }
 LLM_NODE = "draft_proposal"
 
@@ -47,7 +60,8 @@ def measure(backend: str, events: int, max_new_tokens: int) -> dict:
     """Run `events` + 1 inbound emails to the rep's inbox; the per-event and per-node seconds of all but the first."""
     with tempfile.TemporaryDirectory(prefix="salesloop-latency-") as work:
         data_dir = Path(work)
-        services, load_s = ready_services(data_dir, BACKENDS[backend] | {"max_new_tokens": max_new_tokens})
+        sections = dict(BACKENDS[backend])
+        services, load_s = ready_services(data_dir, sections.pop("llm") | {"max_new_tokens": max_new_tokens}, **sections)
         adapter = promote_untrained_adapter(services)
         nodes: dict[str, list[float]] = defaultdict(list)
         totals, tokens = [], []

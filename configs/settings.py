@@ -28,6 +28,9 @@ class LLMSettings(Strict):
     repetition_penalty: float = Field(default=1.2, ge=1.0)
     threads: int | None = Field(default=None, ge=1)
     context_tokens: int = Field(default=4096, ge=256, description="llamacpp backend: the context window it allocates")
+    llamacpp_weights: Literal["shipped", "f16"] = Field(
+        default="shipped", description="llamacpp backend: run the GGUF as shipped, or re-encoded once into data_dir/models "
+        "to a type llama.cpp evaluates prompts fast with on CPUs (serving/gguf_weights.py)")
     base_url: str | None = Field(default=None, description="openai backend: the server's /v1 URL, e.g. http://gpu-box:8000/v1")
     api_key_env: str | None = Field(default=None, description="openai backend: environment variable holding the API key")
 

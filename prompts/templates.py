@@ -33,6 +33,7 @@ class PromptFile(BaseModel):
 
     name: str
     description: str
+    max_sentences: int | None = Field(default=None, ge=1, description="generation stops after this many sentences of answer")
     messages: list[ChatMessage] = Field(min_length=1)
 
 
@@ -46,6 +47,7 @@ class PromptTemplate(BaseModel):
     sha256: str
     messages: tuple[ChatMessage, ...]
     variables: frozenset[str]
+    max_sentences: int | None = None
 
     def render(self, **values: Any) -> list[ChatMessage]:
         missing = sorted(self.variables - values.keys())
@@ -75,4 +77,5 @@ def load_prompt(name: str, directory: Path = PROMPT_DIR) -> PromptTemplate:
         raise PromptError(f"prompt file {path} is invalid: {exc}") from None
     if spec.name != name:
         raise PromptError(f"prompt file {path} declares name {spec.name!r}; rename the file or the name so they agree")
-    return PromptTemplate(name=name, path=path, sha256=sha256_bytes(data), messages=tuple(spec.messages), variables=variables)
+    return PromptTemplate(name=name, path=path, sha256=sha256_bytes(data), messages=tuple(spec.messages), variables=variables,
+                          max_sentences=spec.max_sentences)

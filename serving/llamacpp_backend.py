@@ -23,7 +23,8 @@ from finetune.records import AdapterRef
 from prompts.templates import ChatMessage
 from provenance import sha256_file
 from serving.adapter_files import check_adapter
-from serving.llm import Generation, LLMError
+from serving.gguf_weights import WeightsError, served_gguf
+from serving.llm import Generation, LLMError, sentence_cut
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -41,14 +42,17 @@ def _import_llama_cpp():
 class LlamaCppLLM:
     local = True
 
-    def __init__(self, gguf: Path, model_id: str, repetition_penalty: float = 1.0, threads: int | None = None, context_tokens: int = 4096):
+    def __init__(self, gguf: Path, model_id: str, repetition_penalty: float = 1.0, threads: int | None = None, context_tokens: int = 4096,
+                 weights_file: Path | None = None):
+        """`gguf` is the model as configured; llama.cpp computes with `weights_file`, a re-encoding of it, when given."""
         llama_cpp = _import_llama_cpp()
         from transformers import AutoTokenizer
 
+        served = weights_file or gguf
         try:
             # llama-cpp-python defaults to half the cores; the model is the only thing computing while it decodes.
             cores = threads or os.cpu_count() or 1
-            self._llama = llama_cpp.Llama(str(gguf), n_ctx=context_tokens, n_threads=cores, n_threads_batch=cores, n_batch=512, verbose=False)
+            self._llama = llama_cpp.Llama(str(served), n_ctx=context_tokens, n_threads=cores, n_threads_batch=cores, n_batch=512, verbose=False)
             # The GGUF carries its tokenizer and chat template; reading them through transformers gives the exact
             # token ids the reference backend (and training) uses.
             self.tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -58,9 +62,10 @@ class LlamaCppLLM:
         atexit.register(self._llama.close)
         self.gguf = gguf
         self.model_id = model_id
-        # The GGUF's hash: the transformers backend records the same for its materialized copy, so adapters trained
-        # there are accepted here and nowhere else.
+        # The configured GGUF's hash: the transformers backend records the same for its materialized copy, so adapters
+        # trained there are accepted here and nowhere else. A re-encoding serves the same model and keeps its version.
         self.model_version = sha256_file(gguf)
+        self.weights = f"llama.cpp, {served.name}" + (f" (re-encoded from {gguf.name})" if weights_file else "")
         self.repetition_penalty = repetition_penalty
         self.context_tokens = context_tokens
         # One decode at a time: the context (KV cache, active adapter) is shared state.
@@ -70,10 +75,17 @@ class LlamaCppLLM:
 
     @classmethod
     def from_settings(cls, settings: LLMSettings, data_dir: Path) -> LlamaCppLLM:
+        _import_llama_cpp()  # before any re-encoding: that needs llama.cpp too
         gguf = gguf_path(settings.gguf_package, settings.gguf_file or "")
-        return cls(gguf, settings.model_id, settings.repetition_penalty, settings.threads, settings.context_tokens)
+        try:
+            served = served_gguf(gguf, settings.llamacpp_weights, data_dir / "models")
+        except WeightsError as exc:
+            raise LLMError(str(exc)) from None
+        return cls(gguf, settings.model_id, settings.repetition_penalty, settings.threads, settings.context_tokens,
+                   weights_file=None if served == gguf else served)
 
-    def generate(self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None) -> Generation:
+    def generate(self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None,
+                 max_sentences: int | None = None) -> Generation:
         started = time.monotonic()
         prompt = self.prompt_tokens(messages)
         if len(prompt) + max_new_tokens > self.context_tokens:
@@ -81,10 +93,11 @@ class LlamaCppLLM:
                            f"llm.context_tokens={self.context_tokens}; raise it or shorten the prompt")
         with self._lock:
             self._activate(adapter)
-            tokens, stopped_by = self._decode(prompt, max_new_tokens, started + deadline_s)
+            tokens, stopped_by = self._decode(prompt, max_new_tokens, started + deadline_s, max_sentences)
         seconds = time.monotonic() - started
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return Generation(
-            text=self.tokenizer.decode(tokens, skip_special_tokens=True).strip(),
+            text=text[: sentence_cut(text, max_sentences) if stopped_by == "max_sentences" else None].strip(),
             model_id=self.model_id,
             adapter_id=adapter.version if adapter else None,
             adapter_sha256=adapter.content_sha256 if adapter else None,
@@ -98,7 +111,7 @@ class LlamaCppLLM:
         return list(self.tokenizer.apply_chat_template([m.model_dump() for m in messages], add_generation_prompt=True, tokenize=True,
                                                        return_dict=True)["input_ids"])
 
-    def _decode(self, prompt: list[int], max_new_tokens: int, deadline: float) -> tuple[list[int], str]:
+    def _decode(self, prompt: list[int], max_new_tokens: int, deadline: float, max_sentences: int | None) -> tuple[list[int], str]:
         """Greedy tokens after `prompt`; llama.cpp reuses the KV cache of a shared prefix (the system prompt)."""
         tokens: list[int] = []
         stream = self._llama.generate(prompt, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=self.repetition_penalty)
@@ -108,6 +121,8 @@ class LlamaCppLLM:
             tokens.append(token)
             if len(tokens) >= max_new_tokens:
                 return tokens, "max_tokens"
+            if sentence_cut(self.tokenizer.decode(tokens, skip_special_tokens=True), max_sentences) is not None:
+                return tokens, "max_sentences"
             if time.monotonic() >= deadline:
                 return tokens, "deadline"
         return tokens, "eos"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Callable, Literal, Protocol
@@ -26,19 +27,36 @@ class Generation(BaseModel):
     adapter_sha256: str | None = Field(description="content hash of that adapter's files, checked when they were loaded")
     input_tokens: int
     output_tokens: int
-    stopped_by: Literal["eos", "max_tokens", "deadline"]
+    stopped_by: Literal["eos", "max_tokens", "max_sentences", "deadline"]
     seconds: float
+
+
+# A sentence ends at . ! or ?, with the citation markers that close it, where whitespace and the next sentence follow.
+_SENTENCE_DONE = re.compile(r"[.!?](?:\s*\[[^\]]*\])*(?=\s+[^\s\[])")
+
+
+def sentence_cut(text: str, max_sentences: int | None) -> int | None:
+    """Where `text` is cut to keep `max_sentences` sentences, once a further one has begun; None: keep generating."""
+    if max_sentences is None:
+        return None
+    ends = [m.end() for m in _SENTENCE_DONE.finditer(text)]
+    return ends[max_sentences - 1] if len(ends) >= max_sentences else None
 
 
 class LLM(Protocol):
     model_id: str
     model_version: str  # the base weights' hash: a promoted adapter's base_model_sha256 must equal it
     local: bool  # False: chats leave the process, so personal data is masked before they go
+    weights: str  # what computes, for the trace: the runtime and the weights file (or server) it runs
 
     def generate(
-        self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None
+        self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None,
+        max_sentences: int | None = None,
     ) -> Generation:
-        """Greedy completion of a chat; stops at EOS, the token budget or the deadline.
+        """Greedy completion of a chat; stops at EOS, the token budget, the deadline or after `max_sentences` sentences.
+
+        A sentence limit ends generation once the next sentence has begun, and the text is cut after the last
+        allowed sentence (and the [marker]s that close it); what is kept is what an unlimited call would have begun with.
 
         With `adapter`, that LoRA adapter is applied on top of the shared base for this call only; files that do not
         hash to `adapter.content_sha256` raise LLMError, so a run never falls back to the base or a stale adapter.
@@ -65,14 +83,20 @@ def register_backend(name: str, factory: Factory) -> None:
 
 def load_llm(settings: LLMSettings, data_dir: Path) -> LLM:
     """The model for these settings, loaded at most once per process and shared by all runs."""
-    # The data dir only matters where the transformers backend materializes the GGUF into it.
-    key = (settings.model_dump_json(), str(data_dir) if settings.backend == "transformers" and not settings.hf_dir else "")
+    key = (settings.model_dump_json(), str(data_dir) if _writes_into(settings) else "")
     with _LOCK:
         if key not in _LOADED:
             if settings.backend not in _BACKENDS:
                 raise LLMError(f"unknown LLM backend {settings.backend!r}; known: {', '.join(sorted(_BACKENDS))}")
             _LOADED[key] = _BACKENDS[settings.backend](settings, data_dir)
         return _LOADED[key]
+
+
+def _writes_into(settings: LLMSettings) -> bool:
+    """Whether loading writes a derived model into the data dir: then each data dir has its own."""
+    if settings.backend == "transformers":
+        return settings.hf_dir is None  # the GGUF is materialized there
+    return settings.backend == "llamacpp" and settings.llamacpp_weights != "shipped"  # re-encoded there
 
 
 def _transformers(settings: LLMSettings, data_dir: Path) -> LLM:

@@ -14,7 +14,7 @@ import httpx
 from configs.settings import LLMSettings
 from finetune.records import AdapterRef
 from prompts.templates import ChatMessage
-from serving.llm import Generation, LLMError
+from serving.llm import Generation, LLMError, sentence_cut
 
 _STOP = {"stop": "eos", "length": "max_tokens"}
 
@@ -26,11 +26,13 @@ class OpenAICompatibleLLM:
         self.model_id = settings.model_id
         # No weights to hash here: the version is what the server says it serves, checked on the first call.
         self.model_version = f"{settings.base_url}#{settings.model_id}"
+        self.weights = f"OpenAI-compatible server at {settings.base_url}"
         key = os.environ.get(settings.api_key_env or "", "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(base_url=str(settings.base_url).rstrip("/"), headers=headers, timeout=settings.deadline_s)
 
-    def generate(self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None) -> Generation:
+    def generate(self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None,
+                 max_sentences: int | None = None) -> Generation:
         model = adapter.version if adapter else self.model_id
         body = {"model": model, "messages": [m.model_dump() for m in messages], "max_tokens": max_new_tokens, "temperature": 0}
         started = time.monotonic()
@@ -47,11 +49,13 @@ class OpenAICompatibleLLM:
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(f"the model server's answer is not an OpenAI chat completion ({type(exc).__name__}: {exc})") from None
         usage = data.get("usage") or {}
+        # The server writes the whole answer; the limit is applied to what it sent.
+        cut = sentence_cut(text, max_sentences)
         return Generation(
-            text=text.strip(), model_id=self.model_id, adapter_id=adapter.version if adapter else None,
+            text=text[:cut].strip(), model_id=self.model_id, adapter_id=adapter.version if adapter else None,
             adapter_sha256=adapter.content_sha256 if adapter else None,
             input_tokens=int(usage.get("prompt_tokens", 0)), output_tokens=int(usage.get("completion_tokens", 0)),
-            stopped_by=_STOP.get(choice.get("finish_reason"), "eos"), seconds=time.monotonic() - started,
+            stopped_by="max_sentences" if cut is not None else _STOP.get(choice.get("finish_reason"), "eos"), seconds=time.monotonic() - started,
         )
 
     def completion_logprob(self, prompt: list[dict], completion: list[dict], adapter: AdapterRef | None, max_length: int) -> float:

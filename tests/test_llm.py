@@ -16,7 +16,7 @@ from finetune.records import AdapterRef
 from finetune.registry import AdapterRegistry
 from prompts.templates import ChatMessage
 from serving import LLM, LLMError, load_llm
-from serving.llm import Generation
+from serving.llm import Generation, sentence_cut
 from tests.test_registry import adapter_metadata, make_adapter
 
 # A new backend is one more line here: name -> factory loading the backend from the test settings.
@@ -60,7 +60,7 @@ def _check(gen: Generation, llm: LLM, max_new_tokens: int, adapter: AdapterRef |
     assert isinstance(gen, Generation)
     assert gen.input_tokens > 0
     assert 0 < gen.output_tokens <= max_new_tokens
-    assert gen.stopped_by in {"eos", "max_tokens", "deadline"}
+    assert gen.stopped_by in {"eos", "max_tokens", "max_sentences", "deadline"}
     assert gen.model_id == llm.model_id
     assert (gen.adapter_id, gen.adapter_sha256) == ((adapter.version, adapter.content_sha256) if adapter else (None, None))
     assert gen.seconds > 0
@@ -98,6 +98,33 @@ def test_adapter_applies_to_its_call_only(llm, lora_ref):
     _check(again, llm, FEW_TOKENS)
     assert tuned.text != base.text, "the adapter changes the output"
     assert again.text == base.text, "the next call without an adapter gets the base model"
+
+
+LIST_PROMPT = [
+    ChatMessage(role="system", content="You are a sales assistant."),
+    ChatMessage(role="user", content="Explain what a service level agreement is and why it matters."),
+]
+
+
+def test_sentence_limit_stops_after_the_sentences_an_unlimited_call_began_with(llm):
+    free = llm.generate(LIST_PROMPT, 120, 60.0)
+    limited = llm.generate(LIST_PROMPT, 120, 60.0, max_sentences=2)
+    assert sentence_cut(free.text, 2) is not None, f"the prompt should draw more than two sentences: {free.text!r}"
+    _check(limited, llm, 120)
+    assert limited.stopped_by == "max_sentences" and limited.output_tokens < free.output_tokens
+    assert limited.text == free.text[: sentence_cut(free.text, 2)].strip(), "greedy: the kept sentences are the unlimited call's first two"
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("One [L1]. Two. [C2] Three", "One [L1]. Two. [C2]"),  # the markers closing a sentence stay with it
+    ("It costs $40,500. The SLA is 99.9% uptime. Next", "It costs $40,500. The SLA is 99.9% uptime."),
+    ("One. Two.", None),  # no third sentence has begun: keep generating
+    ("One. Two. [L3]", None),  # a marker may still close the second sentence
+])
+def test_sentence_cut(text, kept):
+    cut = sentence_cut(text, 2)
+    assert (text[:cut] if cut is not None else None) == kept
+    assert sentence_cut(text, None) is None
 
 
 def test_tiny_deadline_stops_early(llm):

@@ -166,7 +166,7 @@ def render(name: str, lead: LeadProfile, cases: list[CaseHit], quote: bool) -> l
     """As the draft node renders; `quote` applies quote_as_data the way the node is to call it."""
     q = quote_as_data if quote else str
     facts = [f.model_copy(update={"value": q(f.value)}) for f in lead.facts]
-    return load_prompt(name).render(facts=facts, cases=cases, request=q(lead.request[:600]), company=q(lead.account_name))
+    return load_prompt(name).render(facts=facts, cases=cases, company=q(lead.account_name))
 
 
 def split_block(user: str) -> tuple[str, str]:

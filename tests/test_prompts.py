@@ -12,6 +12,7 @@ from prompts.templates import PROMPT_DIR
 FACTS = [
     {"marker": "L1", "label": "Company", "value": "Acme Gears (Germany)"},
     {"marker": "L2", "label": "Budget", "value": "USD 120,000"},
+    {"marker": "L3", "label": "Customer request", "value": "Can we get pricing?"},
 ]
 CASES = [
     {"marker": "C1", "outcome": "won", "summary": "Predictive maintenance rollout for three plants."},
@@ -36,39 +37,39 @@ def test_sha256_is_the_file_bytes():
 
 
 def test_variables_are_discovered():
-    assert load_prompt("draft_proposal").variables == {"facts", "cases", "request", "company"}
+    assert load_prompt("draft_proposal").variables == {"facts", "cases", "company"}
 
 
 def test_render_with_all_variables():
-    messages = load_prompt("draft_proposal").render(facts=FACTS, cases=CASES, request="Can we get pricing?", company="Acme Gears")
+    messages = load_prompt("draft_proposal").render(facts=FACTS, cases=CASES, company="Acme Gears")
     assert [m.role for m in messages] == ["system", "user"]
     user = messages[1].content
     assert "[L1] Company: Acme Gears (Germany)" in user
     assert "[L2] Budget: USD 120,000" in user
     assert "[C1] won deal: Predictive maintenance rollout for three plants." in user
     assert "[C2] lost deal: Lost on price" in user
-    assert "The customer wrote: Can we get pricing?" in user
+    assert user.count("Can we get pricing?") == 1, "the customer's message is shown once, as its citable fact"
     assert user.index("<customer_data>") < user.index("Can we get") < user.index("</customer_data>"), "the customer's text is quoted as data"
     assert "Customer: Acme Gears" in user and user.rstrip().endswith("Write the proposal summary for the customer in the data block now.")
     assert "{{" not in user and "{%" not in user
 
 
-def test_render_without_request_leaves_it_out():
-    messages = load_prompt("draft_proposal").render(facts=FACTS, cases=[], request="", company="Acme Gears")
-    assert "The customer wrote" not in messages[1].content
+def test_render_without_cases_keeps_the_facts():
+    messages = load_prompt("draft_proposal").render(facts=FACTS[:2], cases=[], company="Acme Gears")
+    assert "[C" not in messages[1].content and "request" not in messages[1].content
     assert "[L1]" in messages[1].content
 
 
 def test_missing_variable_is_named():
     with pytest.raises(PromptError) as info:
-        load_prompt("draft_proposal").render(facts=FACTS, cases=CASES, request="")
+        load_prompt("draft_proposal").render(facts=FACTS, cases=CASES)
     assert "company" in str(info.value)
     assert "draft_proposal" in str(info.value)
 
 
 def test_missing_attribute_inside_a_variable_is_an_error():
     with pytest.raises(PromptError):
-        load_prompt("draft_proposal").render(facts=[{"marker": "L1"}], cases=[], request="", company="Acme")
+        load_prompt("draft_proposal").render(facts=[{"marker": "L1"}], cases=[], company="Acme")
 
 
 def test_unknown_prompt_lists_known_ones():
