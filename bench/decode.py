@@ -2,7 +2,7 @@
 
     python bench/decode.py                # a real draft prompt, 5 alternating repetitions
     python bench/decode.py --record       # also append the table to docs/benchmarks.md
-    python bench/decode.py --weights q8_0 # both on the re-encoded file that configs/local-fast.yaml serves
+    python bench/decode.py --weights f16  # both on the re-encoded file that configs/local-fast.yaml serves
 
 Raw llama.cpp is llama-cpp-python's own greedy `Llama.generate` over the same prompt token ids, stopped after the
 same number of tokens, with the same thread count. Ours is `LlamaCppLLM.generate` as a draft calls it: chat
@@ -102,7 +102,7 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=150, help="token budget; greedy may stop earlier at EOS")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
-    parser.add_argument("--weights", choices=["shipped", "q8_0", "f16"], default="shipped", help="llm.llamacpp_weights for both")
+    parser.add_argument("--weights", choices=["shipped", "f16"], default="shipped", help="llm.llamacpp_weights for both")
     parser.add_argument("--with-transformers", action="store_true", help="add the transformers backend as a reference row")
     parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     return parser.parse_args()
