@@ -121,7 +121,7 @@ class LlamaCppLLM:
             tokens.append(token)
             if len(tokens) >= max_new_tokens:
                 return tokens, "max_tokens"
-            if sentence_cut(self.tokenizer.decode(tokens, skip_special_tokens=True), max_sentences) is not None:
+            if max_sentences and sentence_cut(self.tokenizer.decode(tokens, skip_special_tokens=True), max_sentences) is not None:
                 return tokens, "max_sentences"
             if time.monotonic() >= deadline:
                 return tokens, "deadline"
