@@ -113,3 +113,16 @@ def promote_untrained_adapter(services) -> str:
         version = services.adapters.register(Path(out), metadata).version
     services.adapters.promote(version, base_model_sha256=base_sha)
     return version
+
+
+def variant_bench_args(doc: str, events: int, option: str, variants: list[str]):
+    """The command line of a benchmark that runs `events` demo events per variant, each variant in a child process."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=events)
+    parser.add_argument("--max-new-tokens", type=int, default=150)
+    parser.add_argument(f"--{option}", nargs="+", default=variants, choices=variants)
+    parser.add_argument("--child", choices=variants, help=argparse.SUPPRESS)
+    parser.add_argument("--record", action="store_true", help="append the results to docs/benchmarks.md")
+    return parser.parse_args()

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import peak_rss_mib, percentile, promote_untrained_adapter, ready_services, record, run_child
+from common import peak_rss_mib, percentile, promote_untrained_adapter, ready_services, record, run_child, variant_bench_args
 
 from demo.stream import inbound_email_stream  # noqa: E402
 from orchestrator import Orchestrator  # noqa: E402
@@ -35,7 +35,7 @@ NUMBER = re.compile(r"\d[\d,.]*\d|\d")
 
 
 def main() -> None:
-    args = _args()
+    args = variant_bench_args(__doc__, 16, "variants", list(VARIANTS))
     if args.child:
         print(json.dumps(measure(args.child, args.events, args.max_new_tokens)))
         return
@@ -91,16 +91,6 @@ def _table(results: dict[str, dict], args: argparse.Namespace) -> str:
 
 def _mean(rows: list[dict], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows)
-
-
-def _args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=150)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
-    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
-    return parser.parse_args()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import yaml
-from common import ROOT, peak_rss_mib, percentile, promote_untrained_adapter, ready_services, record, run_child
+from common import ROOT, peak_rss_mib, percentile, promote_untrained_adapter, ready_services, record, run_child, variant_bench_args
 
 from demo.stream import inbound_email_stream  # noqa: E402
 from orchestrator import Orchestrator  # noqa: E402
@@ -44,7 +44,7 @@ LLM_NODE = "draft_proposal"
 
 
 def main() -> None:
-    args = _args()
+    args = variant_bench_args(__doc__, 30, "backends", list(BACKENDS))
     if args.child:
         print(json.dumps(measure(args.child, args.events, args.max_new_tokens)))
         return
@@ -111,16 +111,6 @@ def _notes(results: dict[str, dict]) -> str:
     slowest = max((percentile(times, 95), step) for r in results.values() for step, times in r["nodes"].items() if step != LLM_NODE)
     return (f"The slowest non-LLM node is {slowest[1]} at {slowest[0] * 1000:.0f} ms p95: no model or embedder is loaded on the "
             "per-event path (loading the model alone takes the seconds in the load column).")
-
-
-def _args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=30)
-    parser.add_argument("--max-new-tokens", type=int, default=150)
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument("--child", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--record", action="store_true", help="append the tables to docs/benchmarks.md")
-    return parser.parse_args()
 
 
 if __name__ == "__main__":
