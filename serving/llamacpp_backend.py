@@ -24,7 +24,7 @@ from prompts.templates import ChatMessage
 from provenance import sha256_file
 from serving.adapter_files import check_adapter
 from serving.gguf_weights import WeightsError, served_gguf
-from serving.llm import Generation, LLMError, sentence_cut
+from serving.llm import Generation, LLMError, limit_sentences, sentence_cut
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -95,9 +95,9 @@ class LlamaCppLLM:
             self._activate(adapter)
             tokens, stopped_by = self._decode(prompt, max_new_tokens, started + deadline_s, max_sentences)
         seconds = time.monotonic() - started
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text, stopped_by = limit_sentences(self.tokenizer.decode(tokens, skip_special_tokens=True), max_sentences, stopped_by)
         return Generation(
-            text=text[: sentence_cut(text, max_sentences) if stopped_by == "max_sentences" else None].strip(),
+            text=text,
             model_id=self.model_id,
             adapter_id=adapter.version if adapter else None,
             adapter_sha256=adapter.content_sha256 if adapter else None,

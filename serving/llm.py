@@ -43,6 +43,12 @@ def sentence_cut(text: str, max_sentences: int | None) -> int | None:
     return ends[max_sentences - 1] if len(ends) >= max_sentences else None
 
 
+def limit_sentences(text: str, max_sentences: int | None, stopped_by: str) -> tuple[str, str]:
+    """The text a backend returns under a sentence limit, and why generation stopped."""
+    cut = sentence_cut(text, max_sentences)
+    return (text[:cut].strip(), "max_sentences") if cut is not None else (text.strip(), stopped_by)
+
+
 class LLM(Protocol):
     model_id: str
     model_version: str  # the base weights' hash: a promoted adapter's base_model_sha256 must equal it

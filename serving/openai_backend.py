@@ -14,7 +14,7 @@ import httpx
 from configs.settings import LLMSettings
 from finetune.records import AdapterRef
 from prompts.templates import ChatMessage
-from serving.llm import Generation, LLMError, sentence_cut
+from serving.llm import Generation, LLMError, limit_sentences
 
 _STOP = {"stop": "eos", "length": "max_tokens"}
 
@@ -50,12 +50,12 @@ class OpenAICompatibleLLM:
             raise LLMError(f"the model server's answer is not an OpenAI chat completion ({type(exc).__name__}: {exc})") from None
         usage = data.get("usage") or {}
         # The server writes the whole answer; the limit is applied to what it sent.
-        cut = sentence_cut(text, max_sentences)
+        text, stopped_by = limit_sentences(text, max_sentences, _STOP.get(choice.get("finish_reason"), "eos"))
         return Generation(
-            text=text[:cut].strip(), model_id=self.model_id, adapter_id=adapter.version if adapter else None,
+            text=text, model_id=self.model_id, adapter_id=adapter.version if adapter else None,
             adapter_sha256=adapter.content_sha256 if adapter else None,
             input_tokens=int(usage.get("prompt_tokens", 0)), output_tokens=int(usage.get("completion_tokens", 0)),
-            stopped_by="max_sentences" if cut is not None else _STOP.get(choice.get("finish_reason"), "eos"), seconds=time.monotonic() - started,
+            stopped_by=stopped_by, seconds=time.monotonic() - started,
         )
 
     def completion_logprob(self, prompt: list[dict], completion: list[dict], adapter: AdapterRef | None, max_length: int) -> float:

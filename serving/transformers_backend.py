@@ -16,7 +16,7 @@ from finetune.base_model import base_model_dir, model_version
 from finetune.records import AdapterRef
 from prompts.templates import ChatMessage
 from serving.adapter_files import check_adapter
-from serving.llm import Generation, LLMError, sentence_cut
+from serving.llm import Generation, LLMError, limit_sentences, sentence_cut
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -73,16 +73,16 @@ class TransformersLLM:
             )
         new_tokens = output[0, prompt_len:]
         seconds = time.monotonic() - started
-        text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-        cut = sentence_cut(text, max_sentences)
+        text, stopped_by = limit_sentences(self.tokenizer.decode(new_tokens, skip_special_tokens=True), max_sentences,
+                                           _stop_reason(new_tokens, self.tokenizer.eos_token_id, max_new_tokens, seconds, deadline_s))
         return Generation(
-            text=text[:cut].strip(),
+            text=text,
             model_id=self.model_id,
             adapter_id=adapter.version if adapter else None,
             adapter_sha256=adapter.content_sha256 if adapter else None,
             input_tokens=prompt_len,
             output_tokens=len(new_tokens),
-            stopped_by="max_sentences" if cut is not None else _stop_reason(new_tokens, self.tokenizer.eos_token_id, max_new_tokens, seconds, deadline_s),
+            stopped_by=stopped_by,
             seconds=seconds,
         )
 
