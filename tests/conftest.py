@@ -79,3 +79,21 @@ def indexed_services(services) -> Services:
     index_cases(services.crm, services.embedder, services.vectors)
     yield services
     services.vectors.close()
+
+
+_native_smoke: dict[str, object] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A test marked native("llama_cpp") runs only after that module's smoke check passed in a child process.
+
+    A hook, not a fixture: it must come before module-scoped fixtures that already load the library."""
+    from tests.native import smoke
+
+    for mark in item.iter_markers("native"):
+        module = mark.args[0]
+        if module not in _native_smoke:
+            _native_smoke[module] = smoke(module)
+        if not _native_smoke[module].ok:
+            pytest.fail(_native_smoke[module].message(), pytrace=False)

@@ -34,6 +34,7 @@ from tests.test_registry import adapter_metadata, make_adapter
 MEAN_LOGIT_TOLERANCE = 0.5
 TOP1_AGREEMENT = 0.85
 CONTINUATION = 16
+pytestmark = pytest.mark.native("llama_cpp")  # its smoke check runs in a child process first
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 PROMPTS = [
     "What does a predictive maintenance pilot for a gearbox plant include?",

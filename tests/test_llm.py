@@ -38,7 +38,16 @@ MESSAGES = [
 FEW_TOKENS = 4
 
 
-@pytest.fixture(params=sorted(LLM_FACTORIES))
+# The backends that call native code, with the module whose child-process smoke check must pass first.
+NATIVE_BACKENDS = {"llamacpp": "llama_cpp"}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.native(NATIVE_BACKENDS[name])] if name in NATIVE_BACKENDS else [])
+        for name in sorted(LLM_FACTORIES)
+    ]
+)
 def llm(request, settings) -> LLM:
     return LLM_FACTORIES[request.param](settings)
 

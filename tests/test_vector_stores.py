@@ -81,7 +81,12 @@ def server() -> Iterator[FakeQdrantServer]:
         yield running
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(
+    params=[
+        pytest.param(name, marks=[pytest.mark.native("qdrant_edge")] if name == "qdrant_edge" else [])
+        for name in sorted(BACKENDS)
+    ]
+)
 def open_store(request, tmp_path, server) -> Iterator[Callable[[], VectorStore]]:
     """Opens the backend on this test's directory (or collection); every store it opened is closed afterwards."""
     opened: list[VectorStore] = []
@@ -181,6 +186,7 @@ def test_qdrant_by_url_creates_hnsw_and_keyword_indexes_on_the_server(tmp_path, 
     assert server.queried["cases"][0]["params"]["hnsw_ef"] == 96
 
 
+@pytest.mark.native("qdrant_edge")
 def test_qdrant_edge_is_for_one_process_and_never_by_url(tmp_path, embedder):
     settings = VectorStoreSettings(backend="qdrant_edge", path=tmp_path / "edge")
     first = open_vector_store(settings, tmp_path)
@@ -233,6 +239,7 @@ def demo_indexes(tmp_path_factory, demo_source, memo) -> Iterator[dict[str, Serv
         services.close()
 
 
+@pytest.mark.native("qdrant_edge")
 def test_retrieval_node_finds_the_same_cases_with_qdrant_and_qdrant_edge(demo_indexes, demo_source):
     found = {}
     for backend, services in demo_indexes.items():
@@ -252,6 +259,7 @@ def test_retrieval_node_finds_the_same_cases_with_qdrant_and_qdrant_edge(demo_in
 # ---------------------------------------------------------------- erasure in the edge shard
 
 
+@pytest.mark.native("qdrant_edge")
 def test_erasure_leaves_no_old_payload_bytes_in_the_edge_shard(tmp_path, data_dir, memo):
     with services_with(tmp_path, data_dir, "qdrant_edge") as services, Orchestrator(services) as orch:
         index_cases(services.crm, memo, services.vectors)
