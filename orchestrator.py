@@ -19,15 +19,15 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
 from agents.approval import await_rep
-from agents.apply import apply_decision
+from agents.apply import after_apply, apply_decision
 from agents.draft import draft_proposal
 from agents.grade import grade_lead
-from agents.inbox import HumanResponse
+from agents.inbox import HumanResponse, check_response
 from agents.normalize import normalize
 from agents.retrieve import retrieve_cases
 from agents.schedule import plan_schedule
 from agents.services import Services
-from agents.state import RunState
+from agents.state import RepDecision, RunState
 from provenance import StepTrace, sha256_text
 from provenance.audit import log_step
 from tools.crm.records import CRMEvent
@@ -59,6 +59,10 @@ class UnknownRun(RunError):
     """No run has this id."""
 
 
+class SentBack(RunError):
+    """The rep's slot was booked by someone else since the plan: nothing was booked or sent, the run waits again."""
+
+
 class RunInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -81,7 +85,8 @@ def build_graph() -> StateGraph:
         else:
             graph.add_edge(previous, name)
         previous = name
-    graph.add_edge(previous, END)
+    # A decision whose slot was taken since the plan books nothing: the run plans again and waits for its rep.
+    graph.add_conditional_edges(previous, after_apply, {"plan_schedule": "plan_schedule", END: END})
     return graph
 
 
@@ -189,18 +194,25 @@ class Orchestrator:
         return self.info(run_id), True
 
     def decide(self, run_id: str, response: HumanResponse) -> RunInfo:
-        """Resume a waiting run with the rep's answer; a retry of the same answer after it was applied is a no-op."""
+        """Resume a waiting run with the rep's answer; a retry of the same answer after it was applied is a no-op.
+
+        An answer that does not fit the run (InvalidDecision) or comes when the run is not waiting (RunError) is refused
+        before anything is written. If the chosen slot was booked by someone else since the plan, nothing is booked and
+        SentBack says so: the run waits again, with new slots."""
         info = self.info(run_id)
         snapshot = self.graph.get_state(self._config(run_id))
+        state = RunState.model_validate(snapshot.values) if snapshot.values else None
         if info.status == "done":
-            done = RunState.model_validate(snapshot.values).decision
-            wanted = response.to_decision(done.decided_at)
-            if (wanted.decision, wanted.final_text, wanted.reason) != (done.decision, done.final_text, done.reason):
-                raise RunError(f"run {run_id} was already decided: {done.decision} by {done.rep_id} at {done.decided_at:%Y-%m-%d %H:%M}")
+            _check_same_answer(run_id, state.decision, response)
             return info
         if snapshot.next == ("await_rep",):
-            self._invoke(run_id, Command(resume=response.model_dump(mode="json")))
-        elif snapshot.next:  # crashed after the decision, mid side effects: finish them
+            checked = check_response(response, state)
+            self._invoke(run_id, Command(resume=checked.model_dump(mode="json")))
+            after = self.state(run_id)
+            if len(after.conflicts) > len(state.conflicts):
+                raise SentBack(_sent_back_message(after))
+        elif snapshot.next and state.decision is not None:  # crashed after the decision, mid side effects: finish them
+            _check_same_answer(run_id, state.decision, response)
             self._invoke(run_id, None)
         else:
             raise RunError(f"run {run_id} is {info.status}, not waiting for a decision")
@@ -296,6 +308,22 @@ class Orchestrator:
 
     def _config(self, run_id: str) -> dict:
         return {"configurable": {"thread_id": run_id}}
+
+
+def _check_same_answer(run_id: str, decided: RepDecision | None, response: HumanResponse) -> None:
+    """A retry of the decision already taken passes; a different one is refused, never applied in its place."""
+    if decided is None:
+        raise RunError(f"run {run_id} ended without asking for a decision: its route recorded the lead only")
+    wanted = response.to_decision(decided.decided_at)
+    same_slot = response.slot_index is None or response.slot_index == decided.slot_index
+    if (wanted.decision, wanted.final_text, wanted.reason) != (decided.decision, decided.final_text, decided.reason) or not same_slot:
+        chose = f", slot {decided.slot_index}" if decided.slot_index is not None else ""
+        raise RunError(f"run {run_id} was already decided: {decided.decision}{chose} by {decided.rep_id} at {decided.decided_at:%Y-%m-%d %H:%M}")
+
+
+def _sent_back_message(state: RunState) -> str:
+    slots = ", ".join(f"{i}: {slot.label()}" for i, slot in enumerate(state.plan.slots)) or "none; arrange the meeting by hand"
+    return f"{state.conflicts[-1].describe()}. Run {state.run_id} waits again with new slots ({slots}); decide again"
 
 
 def _now() -> str:

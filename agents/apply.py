@@ -1,35 +1,50 @@
-"""Node 7: act on the rep's decision. Each side effect is idempotent on the run id, so a retry repeats nothing."""
+"""Node 7: act on the rep's decision. Each side effect is idempotent on the run id, so a retry repeats nothing.
+
+The slot is checked again when it is booked, under the calendar's lock: if another booking took it since the plan was
+made, nothing is booked, sent or stored, and the run goes back to the rep with fresh slots (plan_schedule runs again).
+"""
 
 from __future__ import annotations
 
+from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from agents.consent import check_lead
+from agents.inbox import InvalidDecision
 from agents.schedule import CALL_PURPOSE
 from agents.services import Services
-from agents.state import ApplyResult, RunState
+from agents.state import ApplyResult, RunState, SlotConflict
 from agents.tracing import StepTimer
 from feedback.store import FeedbackRecord
 from provenance import SourceRef, sha256_text
-from tools.calendar import Booking, booking_uid
+from tools.calendar import Booking, BusyEvent, SlotTaken, booking_uid
 from tools.failpoints import failpoint
+from tools.scheduling_records import Slot
 
 
 def apply_decision(state: RunState, runtime: Runtime[Services]) -> dict:
     timer = StepTimer("apply", state.run_id)
     services = runtime.context
     record = feedback_record(state, services)
+    result = ApplyResult(booking_uid=None, booked_now=False, booked_slot=None, clause_ids=[], feedback_id=record.id)
+    booking_refs: list[SourceRef] = []
+    if state.decision.decision != "reject":
+        try:
+            result, booking_refs = _book(state, services, result)
+        except SlotTaken as taken:
+            return _send_back(state, services, timer, taken.holder)
     failpoint("apply:before_feedback")
     stored = services.feedback.append(record)
     _audit_decision(state, services, record)
     refs = [SourceRef(kind="human", id=state.decision.rep_id, field=state.decision.decision),
-            SourceRef(kind="tool", id="feedback_store", field=record.id, note="stored" if stored else "already stored")]
-    result = ApplyResult(booking_uid=None, booked_now=False, booked_slot=None, clause_ids=[], feedback_id=record.id)
-    if state.decision.decision != "reject":
-        result, booking_refs = _book(state, services, result)
-        refs += booking_refs
+            SourceRef(kind="tool", id="feedback_store", field=record.id, note="stored" if stored else "already stored"), *booking_refs]
     summary = _summary(state, result)
     return {"applied": result, "trace": [timer.finish(refs, summary)]}
+
+
+def after_apply(state: RunState) -> str:
+    """A decision sent back (its slot was taken) plans again and waits for the rep; an applied one ends the run."""
+    return "plan_schedule" if state.applied is None else END
 
 
 def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[ApplyResult, list[SourceRef]]:
@@ -43,7 +58,7 @@ def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[App
     refs.append(call.ref)
     if not call.allowed:
         return result.model_copy(update={"clause_ids": clause_ids}), refs
-    slot = plan.slots[min(decision.slot_index, len(plan.slots) - 1)]
+    slot = _chosen_slot(state)
     consultant = plan.consultant.consultant
     booking = Booking(
         uid=booking_uid(state.run_id),
@@ -54,11 +69,40 @@ def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[App
         description=f"salesloop run {state.run_id}; lead {lead.lead_id}; approved by {decision.rep_id}",
         attendees=[consultant.email, lead.email],
     )
-    booked_now = services.calendar.book(consultant, booking)
+    booked_now = services.calendar.book(consultant, booking)  # SlotTaken if another event holds the time now
     failpoint("apply:after_booking")
     refs.append(SourceRef(kind="tool", id="calendar", field=consultant.calendar_file, version=booking.uid,
                           note="booked" if booked_now else "already booked"))
     return result.model_copy(update={"booking_uid": booking.uid, "booked_now": booked_now, "booked_slot": slot, "clause_ids": clause_ids}), refs
+
+
+def _chosen_slot(state: RunState) -> Slot:
+    index, slots = state.decision.slot_index, state.plan.slots
+    # Orchestrator.decide refuses these before resuming; a resume that bypassed it must not book some other slot.
+    if index is None or index >= len(slots):
+        raise InvalidDecision(f"run {state.run_id}: the decision names slot {index}, but the plan proposes slots 0 to "
+                               f"{len(slots) - 1}; decide again with one of them")
+    return slots[index]
+
+
+def _send_back(state: RunState, services: Services, timer: StepTimer, holder: BusyEvent) -> dict:
+    """Nothing booked, sent or stored: the decision is recorded as a conflict, and the rep decides again on new slots."""
+    decision, consultant = state.decision, state.plan.consultant.consultant
+    conflict = SlotConflict(rep_id=decision.rep_id, decision=decision.decision, slot_index=decision.slot_index,
+                            slot=state.plan.slots[decision.slot_index], consultant_id=consultant.id, taken_by=holder,
+                            detected_at=services.clock())
+    conflicts = [*state.conflicts, conflict]
+    # Keyed by the conflict's number: a retried step logs it once. Ids and times only, as everywhere in the audit log.
+    services.audit.append(f"{state.run_id}:slot_taken:{len(conflicts)}", "booking", state.run_id, {
+        "rep_id": decision.rep_id, "decision": decision.decision, "slot_index": decision.slot_index,
+        "consultant_id": consultant.id, "slot_start": conflict.slot.start.isoformat(), "slot_end": conflict.slot.end.isoformat(),
+        "taken_by_uid": holder.uid, "outcome": "sent back to the rep",
+    }, at=conflict.detected_at)
+    refs = [SourceRef(kind="human", id=decision.rep_id, field=decision.decision, note=f"chose slot {decision.slot_index}"),
+            SourceRef(kind="tool", id="calendar", field=consultant.calendar_file, version=holder.uid,
+                      note=f"slot taken by {holder.uid} ({holder.start.isoformat()}–{holder.end.isoformat()})")]
+    summary = f"{decision.decision} not applied: {conflict.describe()}; back to the rep with new slots"
+    return {"decision": None, "conflicts": conflicts, "trace": [timer.finish(refs, summary)]}
 
 
 def feedback_record(state: RunState, services: Services) -> FeedbackRecord:

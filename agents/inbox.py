@@ -35,6 +35,10 @@ class HumanInterrupt(BaseModel):
     description: str
 
 
+class InvalidDecision(ValueError):
+    """A rep's answer that does not fit the run it answers; refused before anything is written."""
+
+
 class HumanResponse(BaseModel):
     """Agent Inbox's answer; `rep_id` and `slot_index` are our additions (who decided, which slot to book)."""
 
@@ -43,7 +47,7 @@ class HumanResponse(BaseModel):
     type: Literal["accept", "edit", "response", "ignore"]
     args: ActionRequest | str | None = None
     rep_id: str = Field(min_length=1)
-    slot_index: int = Field(default=0, ge=0)
+    slot_index: int | None = Field(default=None, ge=0, description="which proposed slot to book; none given: the first one")
 
     @model_validator(mode="after")
     def _args_fit_type(self) -> HumanResponse:
@@ -63,16 +67,46 @@ class HumanResponse(BaseModel):
         return RepDecision(decision="reject", rep_id=self.rep_id, reason=reason, decided_at=decided_at)
 
 
-def adopt(rep_id: str, slot_index: int = 0) -> HumanResponse:
+def adopt(rep_id: str, slot_index: int | None = None) -> HumanResponse:
     return HumanResponse(type="accept", rep_id=rep_id, slot_index=slot_index)
 
 
-def edit(rep_id: str, text: str, slot_index: int = 0) -> HumanResponse:
+def edit(rep_id: str, text: str, slot_index: int | None = None) -> HumanResponse:
     return HumanResponse(type="edit", args=ActionRequest(action="send_proposal", args={"draft": text}), rep_id=rep_id, slot_index=slot_index)
 
 
 def reject(rep_id: str, reason: str) -> HumanResponse:
     return HumanResponse(type="response", args=reason, rep_id=rep_id)
+
+
+def check_response(response: HumanResponse, state: RunState) -> HumanResponse:
+    """The answer with its slot resolved against the run's proposed slots; InvalidDecision, saying what to change, if it
+    does not fit. A rep's explicit choice is never replaced by another one."""
+    slots = state.plan.slots if state.plan else []
+    if response.type in ("response", "ignore"):
+        if response.slot_index is not None:
+            raise InvalidDecision(f"a rejection books nothing, so it takes no slot (got slot {response.slot_index}); leave the slot out")
+        return response
+    if response.type == "accept" and response.args is not None and _draft_in(response.args) != state.draft.text:
+        raise InvalidDecision("an accept sends the draft as written, but this one carries other text; "
+                              "send type edit with args.args.draft to change the draft")
+    if not slots:
+        if response.slot_index is not None:
+            why = "; ".join(state.plan.notes) if state.plan and state.plan.notes else "no consultant was matched"
+            raise InvalidDecision(f"run {state.run_id} proposes no meeting ({why}), so slot {response.slot_index} cannot be "
+                                  "booked; leave the slot out and arrange the meeting by hand")
+        return response
+    if response.slot_index is None:
+        return response.model_copy(update={"slot_index": 0})  # the documented default: the first proposed slot
+    if response.slot_index >= len(slots):
+        listed = ", ".join(f"{i}: {slot.label()}" for i, slot in enumerate(slots))
+        raise InvalidDecision(f"slot {response.slot_index} is not one of run {state.run_id}'s proposed slots ({listed}); "
+                              f"choose a slot from 0 to {len(slots) - 1}")
+    return response
+
+
+def _draft_in(args: ActionRequest | str) -> object:
+    return args.args.get("draft") if isinstance(args, ActionRequest) else args
 
 
 def review_request(state: RunState) -> HumanInterrupt:
@@ -91,6 +125,8 @@ def review_request(state: RunState) -> HumanInterrupt:
     }
     description = (f"Proposal draft for {lead.account_name} (grade {grade.grade}, score {grade.score:.0f}). "
                    "Accept to send it and book the first slot, edit the draft, or respond with a reason to reject.")
+    if state.conflicts:  # only a run sent back has conflicts while it waits: the latest one is why it waits again
+        description += f" Your earlier decision was not applied: {state.conflicts[-1].describe()}. Choose one of the new slots."
     if draft.fallback_reason:
         description += f" This is a fallback template draft: {draft.fallback_reason}."
     if draft.injection:

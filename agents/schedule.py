@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 
 from langgraph.runtime import Runtime
+from pydantic import BaseModel, ConfigDict
 
 from agents.consent import check_lead
 from agents.services import Services
 from agents.state import RunState, SchedulePlan
 from agents.tracing import StepTimer
 from provenance import SourceRef
-from tools.calendar import find_free_slots, match_consultants
+from tools.calendar import BusyEvent, Calendar, booking_uid, find_free_slots, match_consultants
 from tools.clauses import select_clauses
+from tools.scheduling_records import Slot
 
 CALL_PURPOSE = "consultant_call"
 
@@ -25,6 +27,8 @@ def plan_schedule(state: RunState, runtime: Runtime[Services]) -> dict:
         plan, refs = _slots(state, services)
     else:
         plan, refs = SchedulePlan(consultant=None, slots=[], clauses=[], notes=[f"no call proposed: {call.reason}"]), []
+    if state.conflicts:  # planning again because the rep's slot was taken: say so where the rep reads the new slots
+        plan = plan.model_copy(update={"notes": [f"{state.conflicts[-1].describe()}; choose one of these new slots", *plan.notes]})
     refs.append(call.ref)
     settings = services.settings
     lead = state.lead
@@ -55,3 +59,26 @@ def _slots(state: RunState, services: Services) -> tuple[SchedulePlan, list[Sour
         notes.append(f"{match.consultant.name} has no free slot in the next {settings.horizon_days} days")
     notes.append(f"no consultant covering {lead.industry} has free time; schedule by hand")
     return SchedulePlan(consultant=None, slots=[], clauses=[], notes=notes), refs
+
+
+class SlotStatus(BaseModel):
+    """A proposed slot as it stands now: `taken_by` is the event that holds its time, if one was booked since the plan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int
+    slot: Slot
+    taken_by: BusyEvent | None
+
+
+def slot_status(calendar: Calendar, state: RunState) -> list[SlotStatus]:
+    """The proposed slots of a run not yet applied, each checked against the consultant's calendar now.
+
+    The run's own booking does not count: it is what the rep chose. Apply checks again, under the lock, when it books."""
+    plan = state.plan
+    if plan is None or plan.consultant is None or not plan.slots or state.applied is not None:
+        return []
+    events = calendar.events(plan.consultant.consultant, min(s.start for s in plan.slots), max(s.end for s in plan.slots))
+    others = [e for e in events if e.uid != booking_uid(state.run_id)]
+    return [SlotStatus(index=i, slot=slot, taken_by=next((e for e in others if e.start < slot.end and slot.start < e.end), None))
+            for i, slot in enumerate(plan.slots)]

@@ -12,7 +12,7 @@ from agents.injection import InjectionSignal
 from prompts.templates import ChatMessage
 from provenance import SourceRef, StepTrace
 from provenance.consent import ConsentFlag
-from tools.calendar import ConsultantMatch
+from tools.calendar import BusyEvent, ConsultantMatch
 from tools.clauses import ClauseChoice
 from tools.crm.records import CRMEvent, DealStage, DocumentChunk, Industry, Region
 from tools.scheduling_records import Slot
@@ -138,8 +138,24 @@ class RepDecision(Model):
     rep_id: str
     final_text: str | None = None
     reason: str | None = None
-    slot_index: int = Field(default=0, ge=0)
+    slot_index: int | None = Field(default=None, ge=0, description="the proposed slot to book; None when nothing is to be booked")
     decided_at: datetime
+
+
+class SlotConflict(Model):
+    """A decision apply could not carry out: the slot the rep chose was booked by another event after the plan was made."""
+
+    rep_id: str
+    decision: Literal["adopt", "edit"]
+    slot_index: int
+    slot: Slot
+    consultant_id: str
+    taken_by: BusyEvent = Field(description="the event holding the time when apply looked, under the calendar's lock")
+    detected_at: datetime
+
+    def describe(self) -> str:
+        return (f"slot {self.slot_index} ({self.slot.label()}) that {self.rep_id} chose was booked by {self.taken_by.uid} "
+                "since the plan was made; nothing was booked or sent")
 
 
 class ApplyResult(Model):
@@ -178,4 +194,5 @@ class RunState(Model):
     plan: SchedulePlan | None = None
     decision: RepDecision | None = None
     applied: ApplyResult | None = None
+    conflicts: list[SlotConflict] = Field(default_factory=list, description="decisions sent back to the rep because their slot was taken")
     trace: Annotated[list[StepTrace], operator.add] = Field(default_factory=list)

@@ -13,7 +13,8 @@ import click
 import typer
 from rich.console import Console
 
-from agents.inbox import HumanResponse, adopt, edit, reject
+from agents.inbox import HumanResponse, InvalidDecision, adopt, edit, reject
+from agents.schedule import slot_status
 from agents.services import Services
 from cli.errors import USER_ERRORS
 from cli.governance import audit_app, erase
@@ -133,10 +134,13 @@ def show(run: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show one run: grade with reasons, similar cases, the draft with its sources, slots and clauses."""
     with Services(_settings(config)) as services, Orchestrator(services) as orch:
         info, state = orch.info(run), orch.state(run)
+        # The calendar now, not as it was at planning time: a slot booked since then is marked taken.
+        slots = slot_status(services.calendar, state)
     if as_json:
-        _emit_json({"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json")})
+        _emit_json({"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json"),
+                    "slot_status": [s.model_dump(mode="json") for s in slots]})
     else:
-        console.print(run_view(info, state))
+        console.print(run_view(info, state, slots))
 
 
 @app.command()
@@ -146,7 +150,7 @@ def decide(
     edit_file: Annotated[Optional[Path], typer.Option("--edit", help="file with the edited draft to approve")] = None,
     reject_reason: Annotated[Optional[str], typer.Option("--reject", help="reject, with the reason")] = None,
     rep: Annotated[Optional[str], typer.Option(help="deciding rep's id (default: rep_id in the config)")] = None,
-    slot: Annotated[int, typer.Option(min=0, help="which proposed slot to book (0 = first)")] = 0,
+    slot: Annotated[Optional[int], typer.Option(min=0, help="which proposed slot to book (default: the first, 0)")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -163,7 +167,7 @@ def decide(
         console.print(run_view(info, state))
 
 
-def _response(adopt_: bool, edit_file: Path | None, reason: str | None, rep_id: str, slot: int) -> HumanResponse:
+def _response(adopt_: bool, edit_file: Path | None, reason: str | None, rep_id: str, slot: int | None) -> HumanResponse:
     chosen = [name for name, on in (("--adopt", adopt_), ("--edit", edit_file is not None), ("--reject", reason is not None)) if on]
     if len(chosen) != 1:
         raise typer.BadParameter(f"give exactly one of --adopt, --edit FILE, --reject REASON (got {', '.join(chosen) or 'none'})")
@@ -173,12 +177,14 @@ def _response(adopt_: bool, edit_file: Path | None, reason: str | None, rep_id: 
         try:
             text = edit_file.read_text(encoding="utf-8").strip()
         except (FileNotFoundError, UnicodeDecodeError) as exc:
-            raise typer.BadParameter(f"cannot read the edited draft {edit_file}: {exc}") from None
+            raise InvalidDecision(f"cannot read the edited draft {edit_file}: {exc}") from None
         if not text:
-            raise typer.BadParameter(f"the edited draft {edit_file} is empty; use --reject to turn the draft down")
+            raise InvalidDecision(f"the edited draft {edit_file} is empty; use --reject to turn the draft down")
         return edit(rep_id, text, slot)
     if not reason.strip():
-        raise typer.BadParameter("--reject needs a reason the model can learn from")
+        raise InvalidDecision("--reject needs a reason the model can learn from")
+    if slot is not None:
+        raise InvalidDecision(f"--reject books nothing, so it takes no --slot (got {slot}); leave --slot out")
     return reject(rep_id, reason)
 
 
@@ -254,10 +260,14 @@ def main() -> None:
         os.environ.setdefault(var, value)
     try:
         app(standalone_mode=False)
-    except click.ClickException as exc:  # usage errors: click's own one-line message
-        exc.show()
+    # Usage errors: the parser's own message. Typer raises its vendored click's classes, which are not click's.
+    except (click.ClickException, typer.TyperException) as exc:
+        if hasattr(exc, "show"):
+            exc.show()
+        else:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         sys.exit(130)
     except USER_ERRORS as exc:
         if os.environ.get("SALESLOOP_DEBUG"):

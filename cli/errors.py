@@ -1,5 +1,6 @@
 """The errors a user fixes (config, input files, data, run ids): shown as one line, never a traceback."""
 
+from agents.inbox import InvalidDecision
 from cli.learn import PromotionRefused
 from configs import ConfigError
 from feedback.export import ExportError
@@ -28,6 +29,7 @@ USER_ERRORS = (
     AuthError,
     QueueError,
     ExportError,
+    InvalidDecision,
     PromotionRefused,
     TrainingError,
     BaseModelError,

@@ -9,6 +9,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from agents.injection import describe
+from agents.schedule import SlotStatus
 from agents.state import ProposalDraft, RunState
 from orchestrator import RunInfo
 from provenance.lineage import LineageRecord
@@ -34,8 +35,9 @@ def inbox_table(rows: list[tuple[RunInfo, RunState]]) -> Table:
     return table
 
 
-def run_view(info: RunInfo, state: RunState) -> Group:
-    """A run as a rep reviews it: grade with reasons, cases, draft with citations, slots, clauses."""
+def run_view(info: RunInfo, state: RunState, slots: list[SlotStatus] | None = None) -> Group:
+    """A run as a rep reviews it: grade with reasons, cases, draft with citations, slots (`slots`: as the calendar has
+    them now), clauses."""
     parts: list = [Text(f"{info.run_id} · {info.status} · event {info.event_id} ({info.event_type})", style="bold")]
     if state.lead:
         lead = state.lead
@@ -58,7 +60,7 @@ def run_view(info: RunInfo, state: RunState) -> Group:
     if state.draft:
         parts.append(_draft(state.draft))
     if state.plan:
-        parts.append(_plan(state))
+        parts.append(_plan(state, slots or []))
     if state.decision:
         dec = state.decision
         parts.append(Text(f"Decision: {dec.decision} by {dec.rep_id} at {dec.decided_at:%Y-%m-%d %H:%M}" + (f" — {dec.reason}" if dec.reason else "")))
@@ -95,7 +97,7 @@ def sentence_sources(d: ProposalDraft) -> Text:
     return text
 
 
-def _plan(state: RunState) -> Table:
+def _plan(state: RunState, status: list[SlotStatus]) -> Table:
     plan = state.plan
     match = plan.consultant
     who = (f"{match.consultant.name} ({', '.join(match.matched_skills) or 'industry match'}; calendar {match.consultant.calendar_file})"
@@ -103,7 +105,8 @@ def _plan(state: RunState) -> Table:
     table = Table(title=f"Proposed meeting with {who} · clauses", show_edge=False)
     table.add_column("slot (lead's time)")
     table.add_column("clause")
-    slots = [f"{i}: {s.start:%a %Y-%m-%d %H:%M}–{s.end:%H:%M %Z}" for i, s in enumerate(plan.slots)]
+    taken = {s.index: s.taken_by for s in status if s.taken_by is not None}
+    slots = [f"{i}: {s.label()}" + (f" TAKEN since the plan (by {taken[i].uid})" if i in taken else "") for i, s in enumerate(plan.slots)]
     clauses = [f"{c.clause.id} v{c.clause.version} {c.clause.title} (rule {c.rule_id})" for c in plan.clauses]
     for i in range(max(len(slots), len(clauses))):
         table.add_row(*plain(slots[i] if i < len(slots) else "", clauses[i] if i < len(clauses) else ""))

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from provenance.records import StepTrace, sha256_text
 from tools.sqlite_files import create_schema
 
-AuditKind = Literal["step", "decision", "training", "promotion", "rollback", "erasure", "consent"]
+AuditKind = Literal["step", "decision", "booking", "training", "promotion", "rollback", "erasure", "consent"]
 GENESIS = "0" * 64
 
 SCHEMA = """

@@ -6,6 +6,7 @@ Serialize with the library: `run_document(...).serialize(format="json")` (PROV-J
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from prov.constants import PROV, PROV_LABEL, PROV_TYPE
@@ -39,8 +40,9 @@ def source_id(ref: SourceRef) -> QualifiedName:
     return KIND_NS[ref.kind][qname_local(local)]
 
 
-def step_id(run_id: str, step: str) -> QualifiedName:
-    return SL[qname_local(f"{run_id}.{step}")]
+def step_id(run_id: str, step: str, occurrence: int = 1) -> QualifiedName:
+    """A run sent back to its rep (its slot was taken) plans, waits and applies again: later runs of a step get .2, .3…"""
+    return SL[qname_local(f"{run_id}.{step}" if occurrence == 1 else f"{run_id}.{step}.{occurrence}")]
 
 
 def run_document(info: RunInfo, state: RunState, trained_adapters: list[str]) -> ProvDocument:
@@ -50,8 +52,10 @@ def run_document(info: RunInfo, state: RunState, trained_adapters: list[str]) ->
         doc.add_namespace(namespace)
     doc.agent(SALESLOOP, {PROV_TYPE: PROV["SoftwareAgent"], PROV_LABEL: "salesloop"})
     run = _run(doc, info)
+    seen: Counter[str] = Counter()
     for trace in state.trace:
-        _step(doc, trace, run)
+        seen[trace.step] += 1
+        _step(doc, trace, run, seen[trace.step])
     if state.draft is not None:
         _draft(doc, state)
     if state.decision is not None:
@@ -85,10 +89,10 @@ def _rep(doc: ProvDocument, rep_id: str) -> QualifiedName:
     return doc.agent(KIND_NS["human"][qname_local(rep_id)], {PROV_TYPE: PROV["Person"], PROV_LABEL: rep_id}).identifier
 
 
-def _step(doc: ProvDocument, trace: StepTrace, run: QualifiedName) -> None:
+def _step(doc: ProvDocument, trace: StepTrace, run: QualifiedName, occurrence: int) -> None:
     attributes = {PROV_TYPE: SL["Step"], PROV_LABEL: trace.step, SL["run"]: run, SL["status"]: trace.status,
                   SL["fallback"]: trace.fallback}
-    activity = doc.activity(step_id(trace.run_id, trace.step), trace.started_at, trace.ended_at, attributes)
+    activity = doc.activity(step_id(trace.run_id, trace.step, occurrence), trace.started_at, trace.ended_at, attributes)
     doc.wasAssociatedWith(activity, SALESLOOP)
     for ref in trace.inputs:
         # A person is not data the step read but who acted in it.

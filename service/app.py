@@ -21,7 +21,8 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agents.inbox import ActionRequest, HumanResponse
+from agents.inbox import ActionRequest, HumanResponse, InvalidDecision
+from agents.schedule import slot_status
 from agents.services import Services
 from orchestrator import Orchestrator, RunError, RunInfo, RunStatus, UnknownRun
 from service.auth import AuthError, Principal, TokenStore, require
@@ -41,7 +42,7 @@ class DecisionRequest(BaseModel):
 
     type: str = Field(description="accept | edit | response (reject with the reason as args) | ignore")
     args: ActionRequest | str | None = None
-    slot_index: int = Field(default=0, ge=0)
+    slot_index: int | None = Field(default=None, ge=0, description="which proposed slot to book; left out: the first")
 
 
 def create_app(services: Services, start_workers: bool = True) -> FastAPI:
@@ -115,6 +116,7 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         info, state = _readable(run_id, caller)
         interrupt = orch.pending_interrupt(run_id)
         return {"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json", exclude={"draft": {"messages"}}),
+                "slot_status": [s.model_dump(mode="json") for s in slot_status(services.calendar, state)],
                 "interrupt": interrupt, "may_decide": info.status == "waiting" and caller.may_decide(_owner(state))}
 
     @app.post("/api/runs/{run_id}/decision", tags=["approvals"])
@@ -253,6 +255,7 @@ def _error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, lambda _, exc: reply(exc.status, str(exc)))
     app.add_exception_handler(SignatureError, lambda _, exc: reply(401, str(exc)))
     app.add_exception_handler(WebhookError, lambda _, exc: reply(400, str(exc)))
+    app.add_exception_handler(InvalidDecision, lambda _, exc: reply(400, str(exc)))
     app.add_exception_handler(PayloadTooLarge, lambda _, exc: reply(413, str(exc)))
     app.add_exception_handler(ItemNotFound, lambda _, exc: reply(404, str(exc)))
     app.add_exception_handler(QueueError, lambda _, exc: reply(409, str(exc)))

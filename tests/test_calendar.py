@@ -17,9 +17,11 @@ from pydantic import ValidationError
 
 from tools.calendar import (
     Booking,
+    BusyEvent,
     Calendar,
     CalendarError,
     IcsCalendar,
+    SlotTaken,
     booking_uid,
     find_free_slots,
     match_consultants,
@@ -268,6 +270,67 @@ def test_concurrent_book_from_threads_writes_one_event(make_calendar: Callable[.
     assert calendar.bookings(ana, booking.uid) == 1
 
 
+def test_events_name_each_blocking_occurrence(make_calendar: Callable[..., Calendar]) -> None:
+    ana = consultant()
+    calendar = make_calendar((ana, ics(
+        weekly_friday_call(),
+        event("free", datetime(2025, 6, 6, 9, tzinfo=BERLIN), datetime(2025, 6, 6, 10, tzinfo=BERLIN), transp="TRANSPARENT"),
+        event("review", datetime(2025, 6, 9, 9, tzinfo=UTC), datetime(2025, 6, 9, 10, tzinfo=UTC)),
+    )))
+
+    found = calendar.events(ana, datetime(2025, 6, 6, tzinfo=UTC), datetime(2025, 6, 14, tzinfo=UTC))
+
+    assert found == [
+        BusyEvent(uid="weekly-sync", start=datetime(2025, 6, 6, 15, tzinfo=BERLIN), end=datetime(2025, 6, 6, 16, tzinfo=BERLIN)),
+        BusyEvent(uid="review", start=datetime(2025, 6, 9, 9, tzinfo=UTC), end=datetime(2025, 6, 9, 10, tzinfo=UTC)),
+        BusyEvent(uid="weekly-sync", start=datetime(2025, 6, 13, 15, tzinfo=BERLIN), end=datetime(2025, 6, 13, 16, tzinfo=BERLIN)),
+    ]
+    assert calendar.busy(ana, datetime(2025, 6, 6, tzinfo=UTC), datetime(2025, 6, 14, tzinfo=UTC)) == [(e.start, e.end) for e in found]
+
+
+def test_book_refuses_a_time_another_event_holds_and_writes_nothing(make_calendar: Callable[..., Calendar]) -> None:
+    ana = consultant()
+    calendar = make_calendar((ana, ics(weekly_friday_call())))
+    first = make_booking(ana, datetime(2025, 6, 9, 15, tzinfo=BERLIN), uid=booking_uid("run-a"))
+    assert calendar.book(ana, first) is True
+    before = calendar.events(ana, datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC))
+
+    # Half an hour of overlap is enough; the holder is named, whether a booking or a recurring meeting.
+    with pytest.raises(SlotTaken, match="run-a@salesloop") as taken:
+        calendar.book(ana, make_booking(ana, datetime(2025, 6, 9, 15, 30, tzinfo=BERLIN), uid=booking_uid("run-b")))
+    assert taken.value.holder == BusyEvent(uid=first.uid, start=first.start, end=first.end)
+    with pytest.raises(SlotTaken, match="weekly-sync"):
+        calendar.book(ana, make_booking(ana, datetime(2025, 6, 13, 15, tzinfo=BERLIN), uid=booking_uid("run-c")))
+
+    assert calendar.bookings(ana, booking_uid("run-b")) == calendar.bookings(ana, booking_uid("run-c")) == 0
+    assert calendar.events(ana, datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC)) == before
+    # Back to back is not an overlap, and a retry of the booking that holds the time is still just a retry.
+    assert calendar.book(ana, make_booking(ana, datetime(2025, 6, 9, 16, tzinfo=BERLIN), uid=booking_uid("run-d"))) is True
+    assert calendar.book(ana, first) is False
+
+
+def test_concurrent_bookings_of_one_time_from_threads_write_one_event(make_calendar: Callable[..., Calendar]) -> None:
+    ana = consultant()
+    calendar = make_calendar()
+    start = datetime(2025, 6, 9, 15, tzinfo=BERLIN)
+    writers = 8
+    barrier = threading.Barrier(writers)
+
+    def book(n: int) -> str:
+        barrier.wait()
+        try:
+            return "booked" if calendar.book(ana, make_booking(ana, start, uid=booking_uid(f"run-{n}"))) else "retry"
+        except SlotTaken as taken:
+            return f"taken by {taken.holder.uid}"
+
+    with ThreadPoolExecutor(writers) as pool:
+        results = list(pool.map(book, range(writers)))
+
+    (winner,) = [n for n, result in enumerate(results) if result == "booked"]
+    assert results.count(f"taken by {booking_uid(f'run-{winner}')}") == writers - 1
+    assert [e.uid for e in calendar.events(ana, start, start + timedelta(hours=1))] == [booking_uid(f"run-{winner}")]
+
+
 def test_unknown_time_zones_raise_calendar_error(make_calendar: Callable[..., Calendar]) -> None:
     calendar = make_calendar()
     not_before = datetime(2025, 6, 6, 8, tzinfo=UTC)
@@ -321,6 +384,36 @@ def test_concurrent_book_from_processes_writes_one_event(tmp_path: Path) -> None
     assert [child.exitcode for child in children] == [0] * writers
     assert outcomes == [False] * (writers - 1) + [True]
     assert IcsCalendar(tmp_path).bookings(ana, booking.uid) == 1
+
+
+def _book_time_in_child(calendar_dir: Path, who: Consultant, booking: Booking, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        results.put((booking.uid, IcsCalendar(calendar_dir).book(who, booking)))
+    except SlotTaken as taken:
+        results.put((booking.uid, taken.holder.uid))
+
+
+def test_concurrent_bookings_of_one_time_from_processes_write_one_event(tmp_path: Path) -> None:
+    ana = consultant()
+    start = datetime(2025, 6, 9, 15, tzinfo=BERLIN)
+    writers = 4
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(writers), context.Queue()
+    children = [
+        context.Process(target=_book_time_in_child, args=(tmp_path, ana, make_booking(ana, start, uid=f"run-{n}@salesloop"), barrier, results))
+        for n in range(writers)
+    ]
+    for child in children:
+        child.start()
+    outcomes = dict(results.get(timeout=30) for _ in children)
+    for child in children:
+        child.join(timeout=30)
+
+    assert [child.exitcode for child in children] == [0] * writers
+    (winner,) = [uid for uid, outcome in outcomes.items() if outcome is True]
+    assert sorted(outcomes.values(), key=str) == sorted([True] + [winner] * (writers - 1), key=str)
+    assert [e.uid for e in IcsCalendar(tmp_path).events(ana, start, start + timedelta(hours=1))] == [winner]
 
 
 GARBAGE = b"this is not a calendar\r\n"

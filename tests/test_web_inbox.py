@@ -11,6 +11,7 @@ import shutil
 import socket
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ from agents.services import Services
 from tests.conftest import FIXED_NOW
 from tests.test_governance import make_services
 from tests.test_graph import demo_event
-from tools.calendar import booking_uid
+from tools.calendar import Booking, booking_uid
 from tools.cases import index_cases
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -136,6 +137,46 @@ def test_another_rep_sees_nothing_and_may_not_decide(served: Served, page: Page)
     assert not [r for r in served.services.feedback.for_run(served.run_id) if r.rep_id != served.owner]
     assert served.api("GET", f"/api/runs/{served.run_id}", served.other_token).status_code == 403
     assert served.api("GET", "/api/me", "sl_not-a-token").status_code == 401
+
+
+def book_elsewhere(served: Served, uid: str, start, end) -> None:
+    """A meeting booked in the consultant's calendar by someone else, as another tool or another run would."""
+    plan = served.app.state.orch.state(served.run_id).plan
+    consultant = plan.consultant.consultant
+    served.services.calendar.book(consultant, Booking(uid=uid, consultant_id=consultant.id, start=start, end=end,
+                                                      summary="Busy", description="", attendees=[consultant.email]))
+
+
+def test_slots_booked_since_the_plan_are_marked_and_a_slot_taken_meanwhile_sends_the_run_back(served: Served, page: Page):
+    slots = served.app.state.orch.state(served.run_id).plan.slots
+    assert len(slots) == 3 and slots[1].start - slots[0].start == timedelta(minutes=30)  # 60-minute slots, 30 minutes apart
+    # Booked before the rep opens the run: half an hour before slot 0 to half into it, so slot 1 stays free.
+    book_elsewhere(served, "dentist@example.com", slots[0].start - timedelta(minutes=30), slots[0].start + timedelta(minutes=30))
+    sign_in(page, served, served.owner_token, fragment=f"#run={served.run_id}")
+    options = page.get_by_test_id("slot")
+    expect(options).to_have_count(3)
+    expect(options.nth(0)).to_have_attribute("data-taken", "true")
+    expect(options.nth(0).get_by_test_id("slot-taken")).to_contain_text("dentist@example.com")
+    expect(page.get_by_test_id("slot-radio").nth(0)).to_be_disabled()
+    expect(page.get_by_test_id("slot-radio").nth(1)).to_be_checked()  # the first free slot is the default
+    expect(page.get_by_test_id("slot-taken")).to_have_count(1)
+
+    # Slot 1 is booked while the page is open; the rep adopts it: nothing is booked, the run waits with new slots.
+    book_elsewhere(served, "board@example.com", slots[1].start, slots[1].end)
+    page.get_by_role("button", name="Adopt and send").click()
+    expect(page.get_by_test_id("error-text")).to_contain_text("board@example.com", timeout=60_000)
+    expect(page.get_by_test_id("error-text")).to_contain_text("waits again with new slots")
+    expect(page.get_by_test_id("slot-conflict")).to_contain_text("board@example.com")
+    expect(page.get_by_test_id("run-status")).to_have_text("waiting")
+    expect(page.get_by_test_id("interrupt-description")).to_contain_text("board@example.com")
+    state = served.app.state.orch.state(served.run_id)
+    assert state.conflicts[-1].taken_by.uid == "board@example.com" and state.applied is None
+    assert all(s.start >= slots[1].end for s in state.plan.slots)
+    expect(page.get_by_test_id("slot-radio")).to_have_count(len(state.plan.slots))
+    expect(page.get_by_test_id("slot-taken")).to_have_count(0)
+    expect(page.get_by_test_id("slot-radio").nth(0)).to_be_checked()
+    expect(page.get_by_test_id("actions")).to_be_visible()
+    assert booked_times(served.data_dir, served.run_id) == 0 and served.services.feedback.for_run(served.run_id) == []
 
 
 def test_owner_edits_the_draft_in_the_page_and_the_meeting_is_booked_once(served: Served, page: Page):

@@ -34,6 +34,29 @@ class CalendarError(Exception):
     """A calendar cannot be read or written, or a time zone is unknown."""
 
 
+class BusyEvent(BaseModel):
+    """One occurrence of an event that blocks a consultant's time: which event (UID) and when, nothing more.
+
+    No summary: it may name another rep's customer, and this record is shown to whoever chose the slot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uid: str
+    start: datetime
+    end: datetime
+
+
+class SlotTaken(CalendarError):
+    """The meeting's time overlaps an event already in the calendar: nothing was written."""
+
+    def __init__(self, consultant: Consultant, booking: Booking, holder: BusyEvent):
+        self.holder = holder
+        super().__init__(
+            f"{consultant.name} is busy {booking.start.isoformat()}–{booking.end.isoformat()}: event {holder.uid} "
+            f"holds {holder.start.isoformat()}–{holder.end.isoformat()}; propose another slot"
+        )
+
+
 class Booking(BaseModel):
     """One meeting to write into a consultant's calendar; `uid` is the idempotency key."""
 
@@ -69,8 +92,15 @@ class Calendar(Protocol):
         """Busy intervals (aware) overlapping [start, end), recurring events expanded."""
         ...
 
+    def events(self, consultant: Consultant, start: datetime, end: datetime) -> list[BusyEvent]:
+        """The events behind `busy`: each blocking occurrence overlapping [start, end), with its UID."""
+        ...
+
     def book(self, consultant: Consultant, booking: Booking) -> bool:
-        """Write the meeting once; False if an event with `booking.uid` already exists."""
+        """Write the meeting once, if its time is still free, checked atomically with the write.
+
+        False if an event with `booking.uid` already exists (a retry); raises SlotTaken, writing nothing, if another
+        event blocks any of the meeting's time."""
         ...
 
     def erase_attendee(self, email: str) -> int:
@@ -89,17 +119,13 @@ class IcsCalendar:
         self.calendar_dir = Path(calendar_dir)
 
     def busy(self, consultant: Consultant, start: datetime, end: datetime) -> list[Interval]:
+        return [(event.start, event.end) for event in self.events(consultant, start, end)]
+
+    def events(self, consultant: Consultant, start: datetime, end: datetime) -> list[BusyEvent]:
         path = self._path(consultant)
         if not path.exists():
             return []
-        calendar = _read(path)
-        zone = _zone_info(consultant.timezone, f"consultant {consultant.id}")
-        try:
-            events = list(recurring_ical_events.of(calendar).between(start - _EXPAND_MARGIN, end + _EXPAND_MARGIN))
-            intervals = [_interval(event, zone) for event in events if _blocks_time(event)]
-        except ValueError as exc:
-            raise _corrupt(path, exc) from exc
-        return sorted((s, e) for s, e in intervals if s < end and e > start and e > s)
+        return _blocking_events(_read(path), path, consultant, start, end)
 
     def book(self, consultant: Consultant, booking: Booking) -> bool:
         if booking.consultant_id != consultant.id:
@@ -114,6 +140,10 @@ class IcsCalendar:
             calendar = _read(path) if path.exists() else _new_calendar()
             if _count_uid(calendar, booking.uid):
                 return False
+            # The slot was free when it was proposed; whoever booked it since then wins, and nothing is written.
+            holders = _blocking_events(calendar, path, consultant, booking.start, booking.end)
+            if holders:
+                raise SlotTaken(consultant, booking, holders[0])
             calendar.add_component(_event(booking))
             write_atomically(path, calendar.to_ical())
         return True
@@ -161,11 +191,27 @@ def _corrupt(path: Path, exc: Exception) -> CalendarError:
     )
 
 
+def _blocking_events(calendar: icalendar.Calendar, path: Path, consultant: Consultant, start: datetime, end: datetime) -> list[BusyEvent]:
+    """Occurrences that block time in [start, end), recurring events expanded, earliest first."""
+    zone = _zone_info(consultant.timezone, f"consultant {consultant.id}")
+    try:
+        found = recurring_ical_events.of(calendar).between(start - _EXPAND_MARGIN, end + _EXPAND_MARGIN)
+        events = [_busy_event(event, zone) for event in found if _blocks_time(event)]
+    except ValueError as exc:
+        raise _corrupt(path, exc) from exc
+    return sorted((e for e in events if e.start < end and e.end > start and e.end > e.start), key=lambda e: (e.start, e.end, e.uid))
+
+
 def _blocks_time(event: icalendar.Event) -> bool:
     # Free-marked and cancelled events stay in calendars but must not block a slot.
     transparent = str(event.get("TRANSP", "OPAQUE")).upper() == "TRANSPARENT"
     cancelled = str(event.get("STATUS", "")).upper() == "CANCELLED"
     return not (transparent or cancelled)
+
+
+def _busy_event(event: icalendar.Event, zone: ZoneInfo) -> BusyEvent:
+    start, end = _interval(event, zone)
+    return BusyEvent(uid=str(event.get("UID", "")), start=start, end=end)
 
 
 def _interval(event: icalendar.Event, zone: ZoneInfo) -> Interval:

@@ -32,6 +32,10 @@ class Slot(BaseModel):
     start: datetime = Field(description="timezone-aware, in the lead's time zone")
     end: datetime
 
+    def label(self) -> str:
+        """How a rep reads it, on the lead's clock: 'Mon 2026-11-23 15:00–16:00 UTC'."""
+        return f"{self.start:%a %Y-%m-%d %H:%M}–{self.end:%H:%M %Z}"
+
 
 class Clause(BaseModel):
     model_config = ConfigDict(extra="forbid")

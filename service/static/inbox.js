@@ -538,18 +538,33 @@ function planSection(plan, lead) {
     parts.push(el("p", { testid: "consultant" }, "Consultant: ", el("strong", {}, consultant.consultant.name), " (", code(consultant.consultant.id), ")",
       consultant.matched_skills && consultant.matched_skills.length ? ` — matched skills: ${consultant.matched_skills.join(", ")}` : ""));
   }
+  const conflicts = ui.current.state.conflicts || [];
+  if (conflicts.length && ui.current.run.status === "waiting") {
+    const last = conflicts[conflicts.length - 1];
+    parts.push(el("p", { class: "warn", testid: "slot-conflict", role: "status" },
+      `Your earlier decision was not applied: the slot ${formatSlot(last.slot, tz)} was booked by `, code(last.taken_by.uid),
+      " since the plan was made, so nothing was booked or sent. Choose one of the new slots below."));
+  }
   if (plan.slots.length) {
     const decided = ui.current.state.decision;
-    const chosen = decided ? (decided.decision === "reject" ? -1 : decided.slot_index) : 0;
+    // What the calendar holds now: a slot booked since the plan was made cannot be chosen.
+    const taken = new Map((ui.current.slot_status || []).filter((s) => s.taken_by).map((s) => [s.index, s.taken_by]));
+    const firstFree = plan.slots.findIndex((_, index) => !taken.has(index));
+    const chosen = decided ? (decided.decision === "reject" ? -1 : decided.slot_index) : firstFree;
     const fieldset = el("fieldset", { class: "slots", testid: "slot-options" }, el("legend", {}, decided ? "Slot the rep chose" : "Meeting slot to book"));
     plan.slots.forEach((slot, index) => {
       const id = `slot-${index}`;
-      fieldset.append(el("div", { class: "slot" },
-        el("input", { type: "radio", name: "slot", id, value: index, testid: "slot-radio", checked: index === chosen, disabled: !ui.current.may_decide || Boolean(decided) }),
+      const holder = taken.get(index);
+      fieldset.append(el("div", { class: holder ? "slot taken" : "slot", testid: "slot", "data-taken": holder ? "true" : "false" },
+        el("input", { type: "radio", name: "slot", id, value: index, testid: "slot-radio", checked: index === chosen,
+          disabled: !ui.current.may_decide || Boolean(decided) || Boolean(holder) }),
         el("label", { for: id, testid: "slot-label" }, formatSlot(slot, tz),
           consultant && consultant.consultant.timezone && consultant.consultant.timezone !== tz
-            ? el("span", { class: "muted" }, ` · consultant's time ${formatSlot(slot, consultant.consultant.timezone)}`) : null)));
+            ? el("span", { class: "muted" }, ` · consultant's time ${formatSlot(slot, consultant.consultant.timezone)}`) : null,
+          holder ? el("span", { class: "badge-taken", testid: "slot-taken", title: `booked since the plan was made: ${holder.uid}` },
+            `taken since the plan (${holder.uid})`) : null)));
     });
+    if (!decided && firstFree < 0) fieldset.append(el("p", { class: "warn", testid: "all-slots-taken" }, "Every proposed slot was booked since the plan was made: reject the draft, or decide and the run is planned again."));
     parts.push(fieldset);
   } else {
     parts.push(el("p", { class: "warn", testid: "no-slots" }, "No slots proposed: nothing will be booked."));
@@ -587,9 +602,15 @@ function actionsSection(interrupt) {
     reason);
 }
 
+// The rep's choice, or null (the field is left out) when there is nothing to choose: never a made-up slot.
 function selectedSlot() {
   const checked = document.querySelector('input[name="slot"]:checked');
-  return checked ? Number(checked.value) : 0;
+  return checked ? Number(checked.value) : null;
+}
+
+function withSlot(body) {
+  const slot = selectedSlot();
+  return slot === null ? body : { ...body, slot_index: slot };
 }
 
 function setMode(mode) {
@@ -624,7 +645,7 @@ function setMode(mode) {
 }
 
 async function submitAdopt() {
-  await decide({ type: "accept", slot_index: selectedSlot() }, "Adopting the draft…");
+  await decide(withSlot({ type: "accept" }), "Adopting the draft…");
 }
 
 async function submitEdit() {
@@ -634,7 +655,7 @@ async function submitEdit() {
     $("draft-editor").focus();
     return;
   }
-  await decide({ type: "edit", args: { action: "send_proposal", args: { draft: text } }, slot_index: selectedSlot() }, "Sending the edited draft…");
+  await decide(withSlot({ type: "edit", args: { action: "send_proposal", args: { draft: text } } }), "Sending the edited draft…");
 }
 
 async function submitReject() {
