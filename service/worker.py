@@ -82,8 +82,8 @@ class Workers:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self.heartbeat.start()  # before recovery: resuming runs can take longer than a lease
         self.recover()
+        self.heartbeat.start()
         self._threads = [threading.Thread(target=self._loop, args=(f"worker-{i}",), daemon=True, name=f"salesloop-worker-{i}")
                          for i in range(self.count)]
         for thread in self._threads:
@@ -104,29 +104,21 @@ class Workers:
         return str(this_process(worker))
 
     def recover(self) -> list[str]:
-        """Finish what a crash cut off, in agreement with the queue. Returns the runs resumed.
+        """Finish what a crash cut off, in agreement with the queue. Returns the runs resumed here.
 
-        The events that dead processes on this host held are taken over at once. Runs a crash cut off (mid-graph, or
-        mid side effects after the rep decided) are resumed, except those whose event the queue will hand out (queued,
-        dead, or held by a live worker, perhaps in another process). A taken-over event whose run now waits or is done
-        ends `done` with that run; one whose run never started or failed is queued again, due at once.
+        The events that dead processes on this host held are taken over at once: one whose run got past the start (it
+        waits for its rep, or is done) ends `done` with that run, and is not processed again; any other is queued again,
+        due at once, for the first free worker here or in another process, which resumes its run from the last
+        checkpoint. Runs the queue will hand out like that (queued, dead, or held by a live worker) are left to it; the
+        rest that a crash cut off (mid-graph, or mid side effects after the rep decided) are resumed here.
         """
         recovery = self.owner("recovery")
-        taken = self.queue.take_over_dead(_dead_here, recovery, self.clock(), self.lease_s)
-        for item in taken:
-            self.heartbeat.hold(item.id, recovery)
-            log.warning("took over queue item %s from %s, which no longer runs", item.id, item.lease_owner)
-        try:
-            taken_ids = {item.id for item in taken}
-            leave = {run_id_for(item.event) for item in self.queue.unfinished() if item.id not in taken_ids}
-            resumed = self.orch.recover(leave)
-            for run_id in resumed:
-                log.warning("resumed run %s, cut off by an earlier crash", run_id)
-            for item in taken:
-                self._settle_taken(item, recovery)
-        finally:
-            for item in taken:
-                self.heartbeat.release(item.id)
+        for item in self.queue.take_over_dead(_dead_here, recovery, self.clock(), self.lease_s):
+            log.warning("took over queue item %s: %s", item.id, item.last_error)
+            self._settle_taken(item, recovery)
+        resumed = self.orch.recover({run_id_for(item.event) for item in self.queue.unfinished()})
+        for run_id in resumed:
+            log.warning("resumed run %s, cut off by an earlier crash", run_id)
         return resumed
 
     def run_once(self, worker: str = "worker-0") -> bool:
@@ -155,8 +147,8 @@ class Workers:
     def _settle_taken(self, item: QueuedEvent, owner: str) -> None:
         info = self.orch.info(run_id_for(item.event), missing_ok=True)
         if info is not None and info.status in ("waiting", "done", "erased"):
-            self.queue.complete(item.id, info.run_id)  # its run got past the start: processing it again would redo nothing
-        else:
+            self.queue.complete(item.id, info.run_id)
+        else:  # a warm worker elsewhere may take it before this process has loaded its model
             self.queue.release(item.id, owner, self.clock())
 
     def _settle(self, action: Callable[[], object], item: QueuedEvent) -> None:
