@@ -7,6 +7,7 @@ for its rep survives restarts. A small index table beside the checkpoints lists 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from datetime import datetime, timezone
 from typing import Callable, Literal, get_args
 
@@ -218,19 +219,25 @@ class Orchestrator:
             raise RunError(f"run {run_id} is {info.status}, not waiting for a decision")
         return self.info(run_id)
 
-    def recover(self) -> list[str]:
+    def recover(self, leave: Collection[str] = ()) -> list[str]:
         """After a crash: finish runs that were cut off mid-graph or mid side effects. Returns the runs resumed.
 
         A run waiting for its rep is left waiting; one whose rep already decided finishes applying the decision
         (every side effect is idempotent on the run id, so what was done before the crash is not done twice).
+        Runs cut off mid-graph whose ids are in `leave` are left to whoever the queue hands their event to.
         """
         resumed = []
         for info in self.runs("running") + self.runs("waiting"):
-            pending = self.graph.get_state(self._config(info.run_id)).next
+            if info.status == "running" and info.run_id in leave:
+                continue
+            snapshot = self.graph.get_state(self._config(info.run_id))
+            pending = snapshot.next
             if pending and pending != ("await_rep",):
                 self._runs.set_status(info.run_id, "running", None)
                 self._invoke(info.run_id, None)
                 resumed.append(info.run_id)
+            elif info.status == "running" and snapshot.values:  # the crash fell between its last checkpoint and its index row
+                self._runs.set_status(info.run_id, "waiting" if pending else "done", None)
         return resumed
 
     def state(self, run_id: str) -> RunState:

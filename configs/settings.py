@@ -196,7 +196,9 @@ class ServiceSettings(Strict):
     max_attempts: int = Field(default=5, ge=1)
     backoff_base_s: float = Field(default=2.0, gt=0)
     backoff_max_s: float = Field(default=300.0, gt=0)
-    lease_s: float = Field(default=900.0, gt=0, description="a claimed event whose worker died is retried after this long")
+    lease_s: float = Field(default=30.0, gt=0, description=(
+        "a worker's hold on a claimed event, renewed every lease_s / 3 while it works: a dead worker's events are taken "
+        "back after at most this long (at start-up, those of dead processes on the same host at once)"))
 
 
 class Settings(Strict):

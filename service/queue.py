@@ -1,8 +1,10 @@
 """A durable queue of CRM events between the webhook routes and the workers, in SQLite or PostgreSQL.
 
 An event is committed before the route answers 2xx, so an accepted event survives a crash. Enqueueing is
-idempotent on (source, external id): a redelivery finds the row already there. Workers claim an item under a
-lease; an item whose lease ran out (its worker crashed or hung) is taken back and counted as a failed attempt.
+idempotent on (source, external id): a redelivery finds the row already there. Workers claim an item under a short
+lease that their process renews while it works (a heartbeat); an item whose lease ran out (its worker crashed or
+hung) is taken back and counted as a failed attempt. A process starting up takes over at once the items of dead
+processes on its own host (service/owners.py), also as a failed attempt.
 Failures retry with exponential backoff; after max_attempts the item is dead until someone replays it.
 Two processes never claim the same item: on SQLite every write takes the file's write lock (BEGIN IMMEDIATE); on
 PostgreSQL a write locks the rows it reads, and a claim passes over rows other workers hold (FOR UPDATE SKIP LOCKED).
@@ -10,6 +12,7 @@ PostgreSQL a write locks the rows it reads, and a claim passes over rows other w
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -61,8 +64,8 @@ class QueuedEvent(BaseModel):
     replays: int = Field(ge=0, description="times it was replayed from the dead letters")
     received_at: datetime
     next_attempt_at: datetime = Field(description="not claimed before this time")
-    lease_owner: str | None = Field(description="the worker processing it")
-    lease_expires_at: datetime | None = Field(description="after this, another worker may take it back")
+    lease_owner: str | None = Field(description="the worker processing it: host/pid/process start time/worker")
+    lease_expires_at: datetime | None = Field(description="after this, another worker may take it back; renewed while its worker works")
     run_id: str | None = Field(description="the run it started, once done")
     last_error: str | None
 
@@ -123,6 +126,45 @@ class EventQueue:
                        (worker, _iso(now + timedelta(seconds=lease_s)), row[0]))
             return self._get(db, row[0])
 
+    def renew(self, held: Mapping[int, str], now: datetime, lease_s: float) -> set[int]:
+        """Extend the leases of `held` (item id → owner) to now + lease_s; returns the ids renewed. An id missing from the
+        answer is no longer its owner's: the lease ran out and another worker took the item back, or it was settled."""
+        until = _iso(now + timedelta(seconds=lease_s))
+        with self.db.write() as db:
+            return {item_id for item_id, owner in held.items()
+                    if db.execute("UPDATE queue SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND status = 'processing'",
+                                  (until, item_id, owner)).rowcount == 1}
+
+    def take_over_dead(self, is_dead: Callable[[str], bool], owner: str, now: datetime, lease_s: float) -> list[QueuedEvent]:
+        """Lease to `owner` the items held by owners that `is_dead` says no longer run, without waiting for their leases.
+
+        The dead worker's attempt counts as failed, as when a lease runs out: an event that kills its process every time
+        ends dead instead of being taken over forever. Returns the items now leased to `owner` (not those that died)."""
+        until = _iso(now + timedelta(seconds=lease_s))
+        taken = []
+        with self.db.write() as db:
+            rows = db.execute("SELECT id, lease_owner, attempts FROM queue WHERE status = 'processing'" + self.db.dialect.skip_locked).fetchall()
+            for item_id, holder, attempts in rows:
+                if holder is None or not is_dead(holder):
+                    continue
+                error = f"its worker {holder} died before it finished: that process no longer runs"
+                if attempts + 1 >= self.max_attempts:
+                    db.execute("UPDATE queue SET status = 'dead', attempts = ?, last_error = ?, lease_owner = NULL, lease_expires_at = NULL "
+                               "WHERE id = ?", (attempts + 1, error, item_id))
+                else:
+                    db.execute("UPDATE queue SET attempts = ?, last_error = ?, lease_owner = ?, lease_expires_at = ? WHERE id = ?",
+                               (attempts + 1, error, owner, until, item_id))
+                    taken.append(item_id)
+            return [self._get(db, item_id) for item_id in taken]
+
+    def release(self, item_id: int, owner: str, now: datetime) -> QueuedEvent:
+        """`owner` gives the item back, due now and without counting an attempt (it was counted when the item was taken
+        over); if the item is no longer `owner`'s, nothing changes."""
+        with self.db.write() as db:
+            db.execute("UPDATE queue SET status = 'queued', next_attempt_at = ?, lease_owner = NULL, lease_expires_at = NULL "
+                       "WHERE id = ? AND lease_owner = ? AND status = 'processing'", (_iso(now), item_id, owner))
+            return self._get(db, item_id)
+
     def complete(self, item_id: int, run_id: str) -> QueuedEvent:
         """The item's run started; done is final, and completing a done item again changes nothing."""
         with self.db.write() as db:
@@ -174,6 +216,12 @@ class EventQueue:
     def get(self, item_id: int) -> QueuedEvent:
         with self.db.read() as db:
             return self._get(db, item_id)
+
+    def unfinished(self) -> list[QueuedEvent]:
+        """Every item not done (queued, processing or dead), oldest first: the events the queue still owes a run."""
+        with self.db.read() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM queue WHERE status <> 'done' ORDER BY id").fetchall()
+        return [_item(row) for row in rows]
 
     def dead_letters(self, limit: int = 100) -> list[QueuedEvent]:
         return self.list("dead", limit)

@@ -197,3 +197,40 @@ def test_erasing_a_person_leaves_no_trace_on_disk(queue, database):
     assert [i.id for i in queue.list()] == [kept.id]
     stored = stored_bytes(database, "queue")
     assert b"sakura-medtech" not in stored.lower() and b"jordan@quillstack.io" in stored
+
+
+def test_a_renewed_lease_is_not_taken_back_and_a_lost_one_is_not_renewed(queue):
+    item, _ = queue.enqueue("s", "x", _event(1), T0)
+    queue.claim("w1", T0, LEASE_S)
+    assert queue.renew({item.id: "w1"}, _at(LEASE_S - 1), LEASE_S) == {item.id}
+    assert queue.get(item.id).lease_expires_at == _at(2 * LEASE_S - 1)
+    assert queue.claim("w2", _at(LEASE_S + 10), LEASE_S) is None  # past the first lease, within the renewed one
+    assert queue.renew({item.id: "w2"}, _at(LEASE_S), LEASE_S) == set(), "only the owner renews"
+
+    reclaimed = queue.claim("w2", _at(2 * LEASE_S), LEASE_S)  # no renewal came: taken back, as before heartbeats
+    assert (reclaimed.lease_owner, reclaimed.attempts) == ("w2", 1)
+    assert queue.renew({item.id: "w1"}, _at(2 * LEASE_S), LEASE_S) == set(), "a lease taken back stays lost"
+    queue.complete(item.id, "run-1")
+    assert queue.renew({item.id: "w2"}, _at(2 * LEASE_S), LEASE_S) == set()
+
+
+def test_items_of_dead_owners_are_taken_over_at_once_as_a_failed_attempt(queue):
+    poison, _ = queue.enqueue("s", "poison", _event(3), T0)
+    for attempt in range(2):  # the poison item already failed twice: one more death makes three
+        assert queue.claim("gone-2", _at(10 * attempt), LEASE_S).id == poison.id
+        queue.fail(poison.id, "boom", _at(10 * attempt))
+    dead, _ = queue.enqueue("s", "dead", _event(1), _at(30))
+    live, _ = queue.enqueue("s", "live", _event(2), _at(31))
+    assert [queue.claim(owner, _at(100), LEASE_S).id for owner in ("gone-2", "gone-1", "alive")] == [poison.id, dead.id, live.id]
+
+    (taken,) = queue.take_over_dead(lambda owner: owner.startswith("gone"), "me/recovery", _at(101), LEASE_S)
+    assert (taken.id, taken.status, taken.lease_owner, taken.attempts) == (dead.id, "processing", "me/recovery", 1)
+    assert taken.lease_expires_at == _at(101 + LEASE_S) and "gone-1 died" in taken.last_error
+    assert queue.get(live.id).lease_owner == "alive", "a live owner keeps its item"
+    assert (queue.get(poison.id).status, queue.get(poison.id).attempts) == ("dead", 3), "max_attempts holds for deaths too"
+
+    assert queue.release(dead.id, "someone-else", _at(102)) == taken, "only the owner releases"
+    released = queue.release(dead.id, "me/recovery", _at(102))
+    assert (released.status, released.attempts, released.lease_owner, released.next_attempt_at) == ("queued", 1, None, _at(102))
+    assert queue.claim("w", _at(102), LEASE_S).id == dead.id
+    assert [i.id for i in queue.unfinished()] == [poison.id, dead.id, live.id]
