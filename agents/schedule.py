@@ -29,7 +29,7 @@ def plan_schedule(state: RunState, runtime: Runtime[Services]) -> dict:
     settings = services.settings
     lead = state.lead
     choices = select_clauses(settings.clauses.rules, services.clause_library, lead.industry, lead.region, lead.employees)
-    plan = plan.model_copy(update={"clauses": choices})
+    plan = plan.model_copy(update={"clauses": choices, "notes": [*_zone_notes(lead), *plan.notes]})
     refs += [lead.refs["industry"], lead.refs["region"], lead.refs["employees"]]
     refs += [SourceRef(kind="rule", id=f"clause_rule:{c.rule_id}", field=c.clause.id, version=c.clause.version) for c in choices]
     who = plan.consultant.consultant.name if plan.consultant else "nobody"
@@ -55,3 +55,11 @@ def _slots(state: RunState, services: Services) -> tuple[SchedulePlan, list[Sour
         notes.append(f"{match.consultant.name} has no free slot in the next {settings.horizon_days} days")
     notes.append(f"no consultant covering {lead.industry} has free time; schedule by hand")
     return SchedulePlan(consultant=None, slots=[], clauses=[], notes=notes), refs
+
+
+def _zone_notes(lead) -> list[str]:
+    """A time zone the CRM did not state is shown to the rep with the rule that chose it, a default most of all."""
+    ref = lead.refs.get("timezone")
+    if ref is None or ref.kind != "rule":
+        return []
+    return [f"slot times are in {ref.note} ({ref.id})"]

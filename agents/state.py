@@ -39,9 +39,9 @@ class LeadProfile(Model):
     account_name: str
     industry: Industry
     employees: int
-    region: Region
+    region: Region | Literal["unknown"] = Field(description="the sales region, stated or derived from the country; unknown if neither")
     country: str
-    timezone: str
+    timezone: str = Field(description="stated, derived from country and state, or the default: refs['timezone'] names the rule")
     owner_rep_id: str | None
     contact_id: str | None
     contact_name: str
