@@ -1,4 +1,9 @@
-"""Node 7: act on the rep's decision. Each side effect is idempotent on the run id, so a retry repeats nothing."""
+"""Node 7: act on the rep's decision. Each side effect is idempotent on the run id, so a retry repeats nothing.
+
+After an adopt or edit: the feedback record, the consultant's booking (.ics), and the write-back to the CRM through
+its connector: the final text as a logged e-mail draft, the meeting, the clauses as a note, each on the contact's
+and deal's timeline, each with an external id derived from the run. A rejected draft writes nothing to the CRM.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from agents.tracing import StepTimer
 from feedback.store import FeedbackRecord
 from provenance import SourceRef, sha256_text
 from tools.calendar import Booking, booking_uid
+from tools.crm.connector import Activity, WrittenRecord
 from tools.failpoints import failpoint
 
 
@@ -28,6 +34,9 @@ def apply_decision(state: RunState, runtime: Runtime[Services]) -> dict:
     if state.decision.decision != "reject":
         result, booking_refs = _book(state, services, result)
         refs += booking_refs
+        written = write_back(state, services, result)
+        result = result.model_copy(update={"crm_writes": written})
+        refs += [w.ref() for w in written]
     summary = _summary(state, result)
     return {"applied": result, "trace": [timer.finish(refs, summary)]}
 
@@ -59,6 +68,32 @@ def _book(state: RunState, services: Services, result: ApplyResult) -> tuple[App
     refs.append(SourceRef(kind="tool", id="calendar", field=consultant.calendar_file, version=booking.uid,
                           note="booked" if booked_now else "already booked"))
     return result.model_copy(update={"booking_uid": booking.uid, "booked_now": booked_now, "booked_slot": slot, "clause_ids": clause_ids}), refs
+
+
+def write_back(state: RunState, services: Services, result: ApplyResult) -> list[WrittenRecord]:
+    """The decision's outcome on the CRM timeline; each write finds the one an earlier try made (its external id)."""
+    lead, decision = state.lead, state.decision
+    contact, deal = lead.contact_id or lead.lead_id, lead.deal_id
+    final = decision.final_text or state.draft.text
+    footer = f"\n\n-- approved by {decision.rep_id} ({decision.decision}); salesloop run {state.run_id}; logged, not sent"
+    activities = [Activity(kind="email_draft", external_id=f"{state.run_id}:email", subject=f"Proposal for {lead.account_name}"[:255],
+                           body=final + footer, at=decision.decided_at, contact_id=contact, deal_id=deal)]
+    if result.booked_slot is not None:
+        consultant = state.plan.consultant.consultant
+        activities.append(Activity(kind="meeting", external_id=f"{state.run_id}:meeting",
+                                   subject=f"Technical consultation: {lead.account_name}"[:255],
+                                   body=f"With {consultant.name} ({consultant.email}); calendar UID {result.booking_uid}",
+                                   at=result.booked_slot.start, end=result.booked_slot.end, contact_id=contact, deal_id=deal))
+    if state.plan.clauses:
+        lines = [f"{c.clause.id} v{c.clause.version}: {c.clause.title} (rule {c.rule_id})" for c in state.plan.clauses]
+        activities.append(Activity(kind="note", external_id=f"{state.run_id}:clauses", subject=f"Contract clauses for {lead.account_name}"[:255],
+                                   body="Proposed contract clauses:\n" + "\n".join(lines), at=decision.decided_at,
+                                   contact_id=contact, deal_id=deal))
+    written = []
+    for activity in activities:
+        written.append(services.connector.write(activity))
+        failpoint(f"apply:after_crm_{activity.kind}")
+    return written
 
 
 def feedback_record(state: RunState, services: Services) -> FeedbackRecord:
@@ -99,6 +134,7 @@ def _audit_decision(state: RunState, services: Services, record: FeedbackRecord)
 
 def _summary(state: RunState, result: ApplyResult) -> str:
     if state.decision.decision == "reject":
-        return f"rejected: {state.decision.reason}; nothing sent or booked"
+        return f"rejected: {state.decision.reason}; nothing sent, booked or written to the CRM"
     booked = "no slot to book" if result.booking_uid is None else f"{'booked' if result.booked_now else 'already booked'} {result.booked_slot.start.isoformat()}"
-    return f"{state.decision.decision}: {booked}; clauses {', '.join(result.clause_ids) or 'none'}"
+    crm = "; CRM " + ", ".join(f"{w.kind} {w.crm_id}" for w in result.crm_writes) if result.crm_writes else ""
+    return f"{state.decision.decision}: {booked}; clauses {', '.join(result.clause_ids) or 'none'}{crm}"

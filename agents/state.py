@@ -14,6 +14,7 @@ from provenance import SourceRef, StepTrace
 from provenance.consent import ConsentFlag
 from tools.calendar import ConsultantMatch
 from tools.clauses import ClauseChoice
+from tools.crm.connector import WrittenRecord
 from tools.crm.records import CRMEvent, DealStage, DocumentChunk, Industry, Region
 from tools.scheduling_records import Slot
 
@@ -148,6 +149,7 @@ class ApplyResult(Model):
     booked_slot: Slot | None
     clause_ids: list[str]
     feedback_id: str
+    crm_writes: list[WrittenRecord] = Field(default_factory=list, description="what the write-back left in the CRM, with its ids")
 
 
 class RouteChoice(Model):

@@ -14,6 +14,7 @@ from prompts import PromptError
 from serving.llm import LLMError
 from tools.calendar import CalendarError
 from tools.clauses import ClauseLibraryError
+from tools.crm.connector import ConnectorError
 from tools.crm.event_file import EventFileError
 from tools.crm.source import CRMDataError
 from tools.data_dir import DataDirError
@@ -34,6 +35,7 @@ USER_ERRORS = (
     CalendarError,
     ClauseLibraryError,
     ConfigError,
+    ConnectorError,
     CRMDataError,
     DataDirError,
     DatabaseUnreachable,

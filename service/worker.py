@@ -9,6 +9,7 @@ from datetime import datetime
 
 from orchestrator import Orchestrator
 from service.queue import EventQueue, QueueError, QueuedEvent
+from tools.crm.records import CRMEvent
 from tools.failpoints import failpoint
 
 log = logging.getLogger("salesloop.worker")
@@ -16,8 +17,11 @@ log = logging.getLogger("salesloop.worker")
 
 class Workers:
     def __init__(self, orch: Orchestrator, queue: EventQueue, count: int, lease_s: float, clock: Callable[[], datetime],
-                 idle_s: float = 1.0):
+                 idle_s: float = 1.0, complete: Callable[[CRMEvent], CRMEvent] | None = None):
+        """`complete`: turns a thin `crm_change` event into the full event by fetching its records from the CRM;
+        raises service.completion.Ignored when the records cannot make one."""
         self.orch, self.queue, self.count, self.lease_s, self.clock, self.idle_s = orch, queue, count, lease_s, clock, idle_s
+        self.complete = complete
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -46,14 +50,26 @@ class Workers:
         if item is None:
             return False
         failpoint("worker:claimed")
+        from service.completion import Ignored
+
         try:
-            info, _ = self.orch.start(item.event)
+            info, _ = self.orch.start(self._full(item.event))
+        except Ignored as exc:  # the CRM's records cannot make a run: done, with the reason, and never retried
+            self._settle(lambda: self.queue.complete(item.id, None, note=f"ignored: {exc}"), item)
+            log.info("event %s from %s ignored: %s", item.external_id, item.source, exc)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered with its message
             self._settle(lambda: self.queue.fail(item.id, f"{type(exc).__name__}: {exc}", self.clock()), item)
             log.warning("event %s from %s failed: %s", item.external_id, item.source, exc)
         else:
             self._settle(lambda: self.queue.complete(item.id, info.run_id), item)
         return True
+
+    def _full(self, event: CRMEvent) -> CRMEvent:
+        if event.type != "crm_change":
+            return event
+        if self.complete is None:
+            raise RuntimeError("a crm_change event needs the CRM connector to fetch its records; no completion is configured")
+        return self.complete(event)
 
     def _settle(self, action: Callable[[], object], item: QueuedEvent) -> None:
         try:
