@@ -50,6 +50,7 @@ class DecisionRequest(BaseModel):
 def create_app(services: Services, start_workers: bool = True) -> FastAPI:
     settings = services.settings
     service = settings.service
+    services.places  # the place table is checked at start-up, not at the first lead
     orch = Orchestrator(services)
     queue = EventQueue.from_settings(settings)
     tokens = TokenStore(settings.resolve(service.tokens_file))
@@ -126,7 +127,8 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         info, state = _readable(run_id, caller)
         interrupt = orch.pending_interrupt(run_id)
         return {"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json", exclude={"draft": {"messages"}}),
-                "interrupt": interrupt, "may_decide": info.status == "waiting" and caller.may_decide(_owner(state))}
+                "interrupt": interrupt, "may_decide": info.status == "waiting" and caller.may_decide(_owner(state)),
+                "outcomes": [o.model_dump(mode="json") for o in orch.outcomes(run_id)]}
 
     @app.post("/api/runs/{run_id}/decision", tags=["approvals"])
     def decide(run_id: str, answer: DecisionRequest, caller: Caller) -> dict:

@@ -42,6 +42,8 @@ class FakeSalesforce(LoopbackServer):
         self.tokens: set[str] = set()
         self.request_limit_next = 0  # answer the next N API requests 403 REQUEST_LIMIT_EXCEEDED
         self.fail_writes_next = 0  # answer the next N upserts 500
+        self.fail_writes_at: set[int] = set()  # answer these upserts 500, counted from 1 over the stand-in's life
+        self.upserts = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         super().__init__(self._handler())
@@ -119,8 +121,9 @@ class FakeSalesforce(LoopbackServer):
     def _upsert(self, sobject: str, field: str, value: str, body: dict[str, Any]) -> tuple[int, Any]:
         if field != self.external_id_field or sobject not in ("Task", "Event"):
             return 404, [{"errorCode": "NOT_FOUND", "message": f"Provided external ID field does not exist or is not accessible: {field}"}]
-        if self.fail_writes_next > 0:
-            self.fail_writes_next -= 1
+        self.upserts += 1
+        if self.fail_writes_next > 0 or self.upserts in self.fail_writes_at:
+            self.fail_writes_next = max(0, self.fail_writes_next - 1)
             return 500, [{"errorCode": "UNKNOWN_EXCEPTION", "message": "An unexpected error occurred. Please include this ErrorId"}]
         for reference in ("WhoId", "WhatId"):
             target = body.get(reference)
