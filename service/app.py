@@ -92,10 +92,9 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         # Each event stands alone: the good ones are queued in one transaction before the answer, a bad one is
         # reported with its reason and not queued (no retry can make it valid), an unmapped one is reported ignored.
         events = [item for item in mapped if item.event is not None]
-        stored = dict(zip((item.external_id for item in events),
-                          queue.enqueue_many(source, [(item.external_id, item.event) for item in events], services.clock())))
+        stored = iter(queue.enqueue_many(source, [(item.external_id, item.event) for item in events], services.clock()))
         workers.wake()
-        results = [_outcome(item, stored.get(item.external_id)) for item in mapped]
+        results = [_outcome(item, next(stored) if item.event is not None else None) for item in mapped]
         return {"events": results,
                 "accepted": [r for r in results if r["outcome"] == "accepted"],
                 "ignored": [r for r in results if r["outcome"] == "ignored"],

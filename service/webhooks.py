@@ -233,7 +233,7 @@ def _items(body: bytes, array_only: bool = False) -> list[tuple[Any, str]]:
         else:
             detail = ": a number has too many digits"
         raise WebhookError(f"body: not valid JSON{detail}") from None
-    _check_shape(data)
+    check_shape(data)
     if not isinstance(data, list):
         if array_only:
             raise WebhookError(f"body: a JSON array of events was expected, got {type(data).__name__}")
@@ -245,7 +245,7 @@ def _items(body: bytes, array_only: bool = False) -> list[tuple[Any, str]]:
     return [(item, f"body[{i}]") for i, item in enumerate(data)]
 
 
-def _check_shape(data: Any) -> None:
+def check_shape(data: Any) -> None:
     """No source nests deeper than MAX_DEPTH or sends text that is not Unicode (a lone surrogate such as "\\ud800" is
     valid JSON but cannot be stored or answered as UTF-8). Checked without recursion, before anything reads the values:
     messages, str() and pydantic then only ever see shallow, encodable data."""
