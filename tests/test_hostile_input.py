@@ -597,7 +597,7 @@ EXPLICIT = [
     ("a float for a count", json.dumps(a_lead("evt-t4", employees=1.5)).encode(), 400),
     ("a naive time", json.dumps(a_lead("evt-t5", occurred_at="2026-11-20T09:00:00")).encode(), 400),
     ("a time out of range in UTC", json.dumps(a_lead("evt-t6", occurred_at="0001-01-01T00:00:00+05:00")).encode(), 400),
-    ("a batch with one bad event", json.dumps([a_lead("evt-b1"), a_lead("evt-b2", employees=0)]).encode(), 400),
+    ("a batch of bad events only", json.dumps([a_lead("evt-b1", employees=0), a_lead("evt-b2", employees=-1)]).encode(), 400),
     ("an empty batch", b"[]", 400),
     ("too many events", json.dumps([a_lead(f"evt-m{i}") for i in range(MAX_EVENTS + 1)]).encode(), 413),
     ("an empty body", b"", 400),
@@ -614,6 +614,12 @@ EXPLICIT = [
 def test_hostile_generic_bodies_get_the_right_4xx_and_store_nothing(env, body, status):
     answer, _ = deliver(env, "generic", body)
     assert answer.status_code == status, answer.text[:500]
+
+
+def test_a_batch_with_one_bad_event_stores_the_good_one_and_rejects_the_bad_one_alone(env):
+    answer, body = deliver(env, "generic", json.dumps([a_lead("evt-g1"), a_lead("evt-g2", employees=0)]).encode())
+    assert answer.status_code == 202 and [e["outcome"] for e in body["events"]] == ["accepted", "rejected"]
+    assert body["rejected"][0]["reason"].startswith("body[1].payload.employees")
 
 
 def test_duplicate_ids_in_one_batch_and_across_requests_are_stored_once(env):
