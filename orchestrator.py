@@ -17,7 +17,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.approval import await_rep
 from agents.apply import after_apply, apply_decision
@@ -31,7 +31,7 @@ from agents.services import Services
 from agents.state import RepDecision, RunState
 from provenance import StepTrace, sha256_text
 from provenance.audit import log_step
-from tools.crm.records import CRMEvent
+from tools.crm.records import CRMEvent, DealStageChangePayload
 from tools.failpoints import failpoint
 from tools.sql import Database, PostgresDatabase, connect_postgres, open_database, schema_lock
 
@@ -48,6 +48,11 @@ RunStatus = Literal["running", "waiting", "done", "failed", "erased"]
 RUNS_SCHEMA = """CREATE TABLE IF NOT EXISTS salesloop_runs (run_id {text} PRIMARY KEY, event_id {text} NOT NULL,
     event_type {text} NOT NULL, status {text} NOT NULL, created_at {instant} NOT NULL, updated_at {instant} NOT NULL, error {text})"""
 _RUN_COLUMNS = "run_id, event_id, event_type, status, created_at, updated_at, error"
+# Outcomes flow back: a deal's later won/lost stage change, linked to each run that drafted for the deal.
+OUTCOMES_SCHEMA = """CREATE TABLE IF NOT EXISTS salesloop_outcomes (run_id {text} NOT NULL, deal_id {text} NOT NULL,
+    outcome {text} NOT NULL, outcome_event_id {text} NOT NULL, outcome_run_id {text} NOT NULL, linked_at {instant} NOT NULL,
+    PRIMARY KEY (run_id, outcome_event_id))"""
+CLOSED = {"closed_won": "won", "closed_lost": "lost"}
 # What PostgresSaver deletes a thread from; VACUUM FULL rewrites them without the erased rows.
 _POSTGRES_CHECKPOINT_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
@@ -112,12 +117,40 @@ def model_types(model: type[BaseModel]) -> set[type[BaseModel]]:
     return found
 
 
+class Outcome(BaseModel):
+    """A won or lost deal, linked to a run that drafted for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    deal_id: str
+    outcome: Literal["won", "lost"]
+    outcome_event_id: str = Field(description="the stage change that closed the deal")
+    outcome_run_id: str = Field(description="the run that event started")
+    linked_at: datetime
+
+
 class RunIndex:
     """The runs by status, for the inbox: one table in the checkpoints' database."""
 
     def __init__(self, db: Database):
         self.db = db
         db.create(db.dialect.schema(RUNS_SCHEMA))
+        db.create(db.dialect.schema(OUTCOMES_SCHEMA))
+
+    def link_outcome(self, outcome: Outcome) -> None:
+        with self.db.write() as db:
+            db.execute("INSERT INTO salesloop_outcomes (run_id, deal_id, outcome, outcome_event_id, outcome_run_id, linked_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, outcome_event_id) DO NOTHING",
+                       (outcome.run_id, outcome.deal_id, outcome.outcome, outcome.outcome_event_id, outcome.outcome_run_id,
+                        outcome.linked_at.isoformat()))
+
+    def outcomes(self, run_id: str) -> list[Outcome]:
+        with self.db.read() as db:
+            rows = db.execute("SELECT run_id, deal_id, outcome, outcome_event_id, outcome_run_id, linked_at FROM salesloop_outcomes "
+                              "WHERE run_id = ? ORDER BY linked_at", (run_id,)).fetchall()
+        keys = ["run_id", "deal_id", "outcome", "outcome_event_id", "outcome_run_id", "linked_at"]
+        return [Outcome.model_validate(dict(zip(keys, row))) for row in rows]
 
     def get(self, run_id: str) -> RunInfo | None:
         with self.db.read() as db:
@@ -192,7 +225,26 @@ class Orchestrator:
         resume = existing is not None and bool(self.graph.get_state(self._config(run_id)).next)
         # The trigger rules pick the route once, when the event comes; a resume keeps it.
         self._invoke(run_id, None if resume else RunState(run_id=run_id, event=event, route=self.services.triggers.route_for(event)))
+        self._link_outcome(event, run_id)
         return self.info(run_id), True
+
+    def outcomes(self, run_id: str) -> list[Outcome]:
+        """The won/lost stage changes of the deal this run drafted for, once they came."""
+        return self._runs.outcomes(run_id)
+
+    def _link_outcome(self, event: CRMEvent, outcome_run_id: str) -> None:
+        """A deal closed: link the stage change to every run that drafted for that deal (issue 12 measures conversion)."""
+        payload = event.payload
+        if not isinstance(payload, DealStageChangePayload) or payload.to_stage not in CLOSED:
+            return
+        for info in self.runs():
+            if info.run_id == outcome_run_id or info.status == "erased":
+                continue
+            state = RunState.model_validate(self.graph.get_state(self._config(info.run_id)).values)
+            if state.lead is not None and state.lead.deal_id == payload.deal_id and state.draft is not None:
+                self._runs.link_outcome(Outcome(run_id=info.run_id, deal_id=payload.deal_id, outcome=CLOSED[payload.to_stage],
+                                                outcome_event_id=event.id, outcome_run_id=outcome_run_id,
+                                                linked_at=datetime.now(timezone.utc)))
 
     def decide(self, run_id: str, response: HumanResponse) -> RunInfo:
         """Resume a waiting run with the rep's answer; a retry of the same answer after it was applied is a no-op.

@@ -2,6 +2,10 @@
 
 The slot is checked again when it is booked, under the calendar's lock: if another booking took it since the plan was
 made, nothing is booked, sent or stored, and the run goes back to the rep with fresh slots (plan_schedule runs again).
+
+After an adopt or edit: the feedback record, the consultant's booking (.ics), and the write-back to the CRM through
+its connector: the final text as a logged e-mail draft, the meeting, the clauses as a note, each on the contact's
+and deal's timeline, each with an external id derived from the run. A rejected draft writes nothing to the CRM.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from agents.tracing import StepTimer
 from feedback.store import FeedbackRecord
 from provenance import SourceRef, sha256_text
 from tools.calendar import Booking, BusyEvent, SlotTaken, booking_uid
+from tools.crm.connector import Activity, WrittenRecord
 from tools.failpoints import failpoint
 from tools.scheduling_records import Slot
 
@@ -38,6 +43,11 @@ def apply_decision(state: RunState, runtime: Runtime[Services]) -> dict:
     _audit_decision(state, services, record)
     refs = [SourceRef(kind="human", id=state.decision.rep_id, field=state.decision.decision),
             SourceRef(kind="tool", id="feedback_store", field=record.id, note="stored" if stored else "already stored"), *booking_refs]
+    if state.decision.decision != "reject":
+        # A CRM that fails here fails the step; the retry finds the booking and feedback already made (idempotent).
+        written = write_back(state, services, result)
+        result = result.model_copy(update={"crm_writes": written})
+        refs += [w.ref() for w in written]
     summary = _summary(state, result)
     return {"applied": result, "trace": [timer.finish(refs, summary)]}
 
@@ -105,6 +115,32 @@ def _send_back(state: RunState, services: Services, timer: StepTimer, holder: Bu
     return {"decision": None, "conflicts": conflicts, "trace": [timer.finish(refs, summary)]}
 
 
+def write_back(state: RunState, services: Services, result: ApplyResult) -> list[WrittenRecord]:
+    """The decision's outcome on the CRM timeline; each write finds the one an earlier try made (its external id)."""
+    lead, decision = state.lead, state.decision
+    contact, deal = lead.contact_id or lead.lead_id, lead.deal_id
+    final = decision.final_text or state.draft.text
+    footer = f"\n\n-- approved by {decision.rep_id} ({decision.decision}); salesloop run {state.run_id}; logged, not sent"
+    activities = [Activity(kind="email_draft", external_id=f"{state.run_id}:email", subject=f"Proposal for {lead.account_name}"[:255],
+                           body=final + footer, at=decision.decided_at, contact_id=contact, deal_id=deal)]
+    if result.booked_slot is not None:
+        consultant = state.plan.consultant.consultant
+        activities.append(Activity(kind="meeting", external_id=f"{state.run_id}:meeting",
+                                   subject=f"Technical consultation: {lead.account_name}"[:255],
+                                   body=f"With {consultant.name} ({consultant.email}); calendar UID {result.booking_uid}",
+                                   at=result.booked_slot.start, end=result.booked_slot.end, contact_id=contact, deal_id=deal))
+    if state.plan.clauses:
+        lines = [f"{c.clause.id} v{c.clause.version}: {c.clause.title} (rule {c.rule_id})" for c in state.plan.clauses]
+        activities.append(Activity(kind="note", external_id=f"{state.run_id}:clauses", subject=f"Contract clauses for {lead.account_name}"[:255],
+                                   body="Proposed contract clauses:\n" + "\n".join(lines), at=decision.decided_at,
+                                   contact_id=contact, deal_id=deal))
+    written = []
+    for activity in activities:
+        written.append(services.connector.write(activity))
+        failpoint(f"apply:after_crm_{activity.kind}")
+    return written
+
+
 def feedback_record(state: RunState, services: Services) -> FeedbackRecord:
     draft, decision = state.draft, state.decision
     final = None if decision.decision == "reject" else (decision.final_text or draft.text)
@@ -143,6 +179,7 @@ def _audit_decision(state: RunState, services: Services, record: FeedbackRecord)
 
 def _summary(state: RunState, result: ApplyResult) -> str:
     if state.decision.decision == "reject":
-        return f"rejected: {state.decision.reason}; nothing sent or booked"
+        return f"rejected: {state.decision.reason}; nothing sent, booked or written to the CRM"
     booked = "no slot to book" if result.booking_uid is None else f"{'booked' if result.booked_now else 'already booked'} {result.booked_slot.start.isoformat()}"
-    return f"{state.decision.decision}: {booked}; clauses {', '.join(result.clause_ids) or 'none'}"
+    crm = "; CRM " + ", ".join(f"{w.kind} {w.crm_id}" for w in result.crm_writes) if result.crm_writes else ""
+    return f"{state.decision.decision}: {booked}; clauses {', '.join(result.clause_ids) or 'none'}{crm}"

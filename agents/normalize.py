@@ -12,7 +12,8 @@ from agents.titles import normalize_title
 from agents.tracing import StepTimer
 from provenance import SourceRef, sha256_text
 from tools.attachments import attachment_text
-from tools.crm.records import Account, Contact, CRMEvent, DealStageChangePayload, InboundEmailPayload, NewLeadPayload
+from tools.crm.places import Place, PlaceTable, derive_place
+from tools.crm.records import Account, Contact, CRMEvent, Deal, DealStageChangePayload, FetchedRecords, InboundEmailPayload, NewLeadPayload
 from tools.crm.source import CRMDataError, CRMSource
 
 
@@ -31,7 +32,8 @@ class _Fields:
 def normalize(state: RunState, runtime: Runtime[Services]) -> dict:
     timer = StepTimer("normalize", state.run_id)
     services = runtime.context
-    fields = _collect(state.event, services.crm)
+    fields = _collect(state.event, _FetchedFirst(state.event.fetched, services.crm))
+    place_notes = _place(fields, services.places)
     title = normalize_title(str(fields.values["raw_title"]), services.settings.titles)
     title_ref = SourceRef(kind="rule", id="titles", field=title.synonym or "no match", note=f"{fields.values['raw_title']} -> {title.role}/{title.seniority}")
     profile = LeadProfile(
@@ -43,8 +45,51 @@ def normalize(state: RunState, runtime: Runtime[Services]) -> dict:
         refs={**fields.refs, "role": title_ref},
     )
     summary = f"lead {profile.lead_id}: {profile.contact_name} ({profile.role}/{profile.seniority}) at {profile.account_name}, {profile.industry}"
-    trace = timer.finish([_event_ref(state.event), state.route.rule, *fields.refs.values(), title_ref], summary)
+    fetched = state.event.fetched.sources if state.event.fetched else []
+    refs = list(dict.fromkeys([_event_ref(state.event), state.route.rule, *fetched, *fields.refs.values(), title_ref]))
+    trace = timer.finish(refs, summary, notes=place_notes)
     return {"lead": profile, "trace": [trace]}
+
+
+class _FetchedFirst:
+    """The records a worker fetched with the event, else the CRM mirror: a thin webhook's deal need not be mirrored."""
+
+    def __init__(self, fetched: FetchedRecords | None, mirror: CRMSource):
+        self.fetched, self.mirror = fetched, mirror
+
+    def account(self, account_id: str) -> Account:
+        found = self.fetched.account if self.fetched else None
+        return found if found is not None and found.id == account_id else self.mirror.account(account_id)
+
+    def contact(self, contact_id: str) -> Contact:
+        found = self.fetched.contact if self.fetched else None
+        return found if found is not None and found.id == contact_id else self.mirror.contact(contact_id)
+
+    def contact_by_email(self, email: str) -> Contact | None:
+        return self.mirror.contact_by_email(email)
+
+    def deal(self, deal_id: str) -> Deal:
+        found = self.fetched.deal if self.fetched else None
+        return found if found is not None and found.id == deal_id else self.mirror.deal(deal_id)
+
+
+def _place(f: _Fields, table: PlaceTable) -> list[str]:
+    """Region and time zone as stated, or derived from country and state, or unknown and the default time zone.
+    Each derived value's source is the rule that decided it, and a note says so where the rep reads the trace."""
+    place = derive_place(table, f.values.pop("country"), f.values.pop("state", None), f.values["region"], f.values["timezone"])
+    country_ref = f.refs.pop("country")
+    f.put("country", place.country or "unknown", country_ref)
+    if place.region_rule != "stated":
+        f.put("region", place.region, SourceRef(kind="rule", id=f"places:{place.region_rule}", field="region",
+                                                note=place.explain_region(), version=_PLACES_VERSION))
+    if place.timezone_rule != "stated":
+        f.put("timezone", place.timezone, SourceRef(kind="rule", id=f"places:{place.timezone_rule}", field="timezone",
+                                                    note=place.explain_timezone(), version=_PLACES_VERSION))
+    f.refs.pop("state", None)
+    return [f"time zone {place.explain_timezone()}", f"sales region {place.explain_region()}"]
+
+
+_PLACES_VERSION = "configs/places.yaml"
 
 
 def _event_ref(event: CRMEvent) -> SourceRef:
@@ -66,10 +111,10 @@ def _from_new_lead(p: NewLeadPayload) -> _Fields:
     f = _Fields()
     rec = f"lead:{p.lead_id}"
     for name, attr in [("account_name", "company"), ("industry", "industry"), ("employees", "employees"), ("region", "region"),
-                       ("country", "country"), ("timezone", "timezone"), ("contact_name", "contact_name"), ("email", "email"),
-                       ("raw_title", "title"), ("budget_usd", "budget_usd"), ("request", "message")]:
+                       ("country", "country"), ("state", "state"), ("timezone", "timezone"), ("contact_name", "contact_name"),
+                       ("email", "email"), ("raw_title", "title"), ("budget_usd", "budget_usd"), ("request", "message")]:
         f.put(name, getattr(p, attr), SourceRef(kind="crm_record", id=rec, field=attr))
-    f.values.update(lead_id=p.lead_id, account_id=None, contact_id=None, owner_rep_id=None)
+    f.values.update(lead_id=p.lead_id, account_id=None, contact_id=None, owner_rep_id=None, deal_id=p.deal_id)
     f.put("consents", p.consents, SourceRef(kind="crm_record", id=rec, field="consents"))
     f.put("engagement", {"web_visit": p.web_visits, "email_open": p.email_opens, "demo_request": int(p.demo_requested)},
           SourceRef(kind="crm_record", id=rec, field="web_visits,email_opens,demo_requested"))
@@ -95,7 +140,7 @@ def _from_stage_change(p: DealStageChangePayload, crm: CRMSource) -> _Fields:
     f = _from_contact(crm.contact(deal.contact_id), crm.account(deal.account_id))
     rec = f"deal:{deal.id}"
     f.put("deal_id", deal.id, SourceRef(kind="crm_record", id=rec, field="id"))
-    f.put("deal_stage", p.to_stage, SourceRef(kind="crm_record", id=rec, field="stage", note=f"{p.from_stage} -> {p.to_stage}"))
+    f.put("deal_stage", p.to_stage, SourceRef(kind="crm_record", id=rec, field="stage", note=f"{p.from_stage or 'unknown'} -> {p.to_stage}"))
     f.put("budget_usd", deal.amount_usd, SourceRef(kind="crm_record", id=rec, field="amount_usd"))
     f.put("request", f"Deal {deal.name} for {deal.product} moved to {p.to_stage}.", SourceRef(kind="crm_record", id=rec, field="name,product"))
     f.put("engagement", {"stage_change": 1}, SourceRef(kind="crm_record", id=rec, field="stage"))
@@ -106,7 +151,7 @@ def _from_contact(contact: Contact, account: Account) -> _Fields:
     f = _Fields()
     acc, con = f"account:{account.id}", f"contact:{contact.id}"
     for name, attr in [("industry", "industry"), ("employees", "employees"), ("region", "region"), ("country", "country"),
-                       ("timezone", "timezone"), ("owner_rep_id", "owner_rep_id"), ("account_id", "id")]:
+                       ("state", "state"), ("timezone", "timezone"), ("owner_rep_id", "owner_rep_id"), ("account_id", "id")]:
         f.put(name, getattr(account, attr), SourceRef(kind="crm_record", id=acc, field=attr))
     f.put("account_name", account.name, SourceRef(kind="crm_record", id=acc, field="name"))
     for name, attr in [("contact_name", "full_name"), ("email", "email"), ("raw_title", "raw_title"), ("contact_id", "id"),

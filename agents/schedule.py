@@ -33,7 +33,7 @@ def plan_schedule(state: RunState, runtime: Runtime[Services]) -> dict:
     settings = services.settings
     lead = state.lead
     choices = select_clauses(settings.clauses.rules, services.clause_library, lead.industry, lead.region, lead.employees)
-    plan = plan.model_copy(update={"clauses": choices})
+    plan = plan.model_copy(update={"clauses": choices, "notes": [*_zone_notes(lead), *plan.notes]})
     refs += [lead.refs["industry"], lead.refs["region"], lead.refs["employees"]]
     refs += [SourceRef(kind="rule", id=f"clause_rule:{c.rule_id}", field=c.clause.id, version=c.clause.version) for c in choices]
     who = plan.consultant.consultant.name if plan.consultant else "nobody"
@@ -82,3 +82,11 @@ def slot_status(calendar: Calendar, state: RunState) -> list[SlotStatus]:
     others = [e for e in events if e.uid != booking_uid(state.run_id)]
     return [SlotStatus(index=i, slot=slot, taken_by=next((e for e in others if e.start < slot.end and slot.start < e.end), None))
             for i, slot in enumerate(plan.slots)]
+
+
+def _zone_notes(lead) -> list[str]:
+    """A time zone the CRM did not state is shown to the rep with the rule that chose it, a default most of all."""
+    ref = lead.refs.get("timezone")
+    if ref is None or ref.kind != "rule":
+        return []
+    return [f"slot times are in {ref.note} ({ref.id})"]

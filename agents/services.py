@@ -20,6 +20,8 @@ from serving.llm import LLM, load_llm
 from tools.calendar import Calendar, IcsCalendar
 from tools.clauses import check_rules, load_clause_library
 from tools.consultants import load_consultants
+from tools.crm.connector import CRMConnector, open_connector
+from tools.crm.places import PlaceTable
 from tools.crm.source import CRMSource, JsonSnapshotCRM
 from tools.data_dir import ensure_current
 from tools.embedder import Embedder, load_embedder
@@ -46,6 +48,14 @@ class Services:
     @cached_property
     def crm(self) -> CRMSource:
         return JsonSnapshotCRM(self.settings.resolve(self.settings.crm.path))
+
+    @cached_property
+    def places(self) -> PlaceTable:
+        return load_yaml_model(self.settings.places, PlaceTable)
+
+    @cached_property
+    def connector(self) -> CRMConnector:
+        return open_connector(self.settings, self.settings.resolve(self.settings.crm.path), self.clock)
 
     @cached_property
     def llm(self) -> LLM:
@@ -102,9 +112,11 @@ class Services:
         return AdapterRegistry(self.settings.data_dir / "adapters", audit=self.audit)
 
     def close(self) -> None:
-        """Release the vector store (Qdrant local mode locks its directory) if it was opened."""
+        """Release the vector store (Qdrant local mode locks its directory) and the CRM connector's connections."""
         if "vectors" in self.__dict__:
             self.vectors.close()
+        if "connector" in self.__dict__:
+            self.connector.close()
 
     def __enter__(self) -> Services:
         return self

@@ -14,6 +14,7 @@ from provenance import SourceRef, StepTrace
 from provenance.consent import ConsentFlag
 from tools.calendar import BusyEvent, ConsultantMatch
 from tools.clauses import ClauseChoice
+from tools.crm.connector import WrittenRecord
 from tools.crm.records import CRMEvent, DealStage, DocumentChunk, Industry, Region
 from tools.scheduling_records import Slot
 
@@ -39,9 +40,9 @@ class LeadProfile(Model):
     account_name: str
     industry: Industry
     employees: int
-    region: Region
+    region: Region | Literal["unknown"] = Field(description="the sales region, stated or derived from the country; unknown if neither")
     country: str
-    timezone: str
+    timezone: str = Field(description="stated, derived from country and state, or the default: refs['timezone'] names the rule")
     owner_rep_id: str | None
     contact_id: str | None
     contact_name: str
@@ -164,6 +165,7 @@ class ApplyResult(Model):
     booked_slot: Slot | None
     clause_ids: list[str]
     feedback_id: str
+    crm_writes: list[WrittenRecord] = Field(default_factory=list, description="what the write-back left in the CRM, with its ids")
 
 
 class RouteChoice(Model):

@@ -15,6 +15,7 @@ from prompts import PromptError
 from serving.llm import LLMError
 from tools.calendar import CalendarError
 from tools.clauses import ClauseLibraryError
+from tools.crm.connector import ConnectorError
 from tools.crm.event_file import EventFileError
 from tools.crm.source import CRMDataError
 from tools.data_dir import DataDirError
@@ -36,6 +37,7 @@ USER_ERRORS = (
     CalendarError,
     ClauseLibraryError,
     ConfigError,
+    ConnectorError,
     CRMDataError,
     DataDirError,
     DatabaseUnreachable,

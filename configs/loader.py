@@ -52,7 +52,7 @@ def validate_file(path: Path, raw: dict[str, Any], model: type[M]) -> M:
 def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     """`extends: other.yaml` (relative to this file) starts from that file; this one's keys win, mappings merge."""
     raw = _read_yaml(path)
-    for key in ("consent_policy", "triggers"):  # policy files live beside the settings file that names them
+    for key in ("consent_policy", "triggers", "places"):  # policy files live beside the settings file that names them
         if isinstance(raw.get(key), str):
             raw[key] = str(path.parent / raw[key])
     parent = raw.pop("extends", None)

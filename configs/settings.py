@@ -91,9 +91,40 @@ class DatabaseSettings(Strict):
                          description="postgres: environment variable holding the connection URL (never the URL itself: it holds the password)")
 
 
+class HubSpotSettings(Strict):
+    """The HubSpot connector: CRM API v3 with a private app's access token."""
+
+    base_url: str = "https://api.hubapi.com"
+    token_env: str = Field(default="SALESLOOP_HUBSPOT_TOKEN", description="environment variable holding the private app token")
+    external_id_property: str = Field(
+        default="salesloop_external_id",
+        description="a text property on notes, tasks, meetings and emails that holds our write's id: searched before "
+                    "each create, so a retried write-back finds what it wrote instead of writing it twice")
+
+
+class SalesforceSettings(Strict):
+    """The Salesforce connector: REST API sObjects and composite, OAuth 2.0 client credentials flow."""
+
+    login_url: str = Field(default="https://login.salesforce.com", description="where the token comes from (a My Domain URL)")
+    api_version: str = Field(default="v60.0", pattern=r"^v\d+\.\d$")
+    client_id_env: str = "SALESLOOP_SALESFORCE_CLIENT_ID"
+    client_secret_env: str = "SALESLOOP_SALESFORCE_CLIENT_SECRET"
+    external_id_field: str = Field(
+        default="Salesloop_External_Id__c",
+        description="an External ID text field on Task and Event: writes are upserts on it, so a retry writes nothing twice")
+
+
 class CRMSettings(Strict):
     backend: Literal["json_snapshot"] = "json_snapshot"
     path: Path = Path("crm")
+    connector: Literal["snapshot", "hubspot", "salesforce"] = Field(
+        default="snapshot", description="the CRM read for thin webhooks and written back to after a rep decides; "
+                                        "snapshot = the JSON mirror, which records its writes in crm/writes.jsonl")
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    max_retries: int = Field(default=3, ge=0, le=10, description="retries of one request (5xx, timeouts, rate limits) before the event's queue backoff takes over")
+    max_wait_s: float = Field(default=10.0, ge=0, description="the longest a rate limit's wait is honoured in-process; longer waits go back to the queue")
+    hubspot: HubSpotSettings = HubSpotSettings()
+    salesforce: SalesforceSettings = SalesforceSettings()
 
 
 class TitleRule(Strict):
@@ -220,6 +251,8 @@ class Settings(Strict):
     masking: MaskingSettings = MaskingSettings()
     triggers: Path = Field(default=Path(__file__).resolve().parent / "triggers.yaml",
                            description="trigger rules: which events start which route; a relative path is relative to the settings file")
+    places: Path = Field(default=Path(__file__).resolve().parent / "places.yaml",
+                         description="country/state → sales region and time zone table; a relative path is relative to the settings file")
     attribution: AttributionSettings = AttributionSettings()
     service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()

@@ -30,9 +30,12 @@ from service.metrics import Metrics, StoreCollector
 from service.queue import EventQueue, ItemNotFound, QueueError, QueueStatus
 from service.signatures import HMAC_HEADER, SignatureError, verify_hmac_sha256, verify_hubspot_v3
 from service.webhooks import Mapped, WebhookError, load_mapping, parse_generic, parse_hubspot, parse_salesforce
+from service.completion import complete as complete_event
+from tools.crm.connector import ConnectorError
 from service.worker import Workers
 
 STATIC = Path(__file__).resolve().parent / "static"
+WRITEBACK_SOURCE = "crm-writeback"  # the queue's source for a decided run whose CRM write-back is retried
 
 
 class DecisionRequest(BaseModel):
@@ -48,6 +51,7 @@ class DecisionRequest(BaseModel):
 def create_app(services: Services, start_workers: bool = True) -> FastAPI:
     settings = services.settings
     service = settings.service
+    services.places  # the place table is checked at start-up, not at the first lead
     orch = Orchestrator(services)
     queue = EventQueue.from_settings(settings)
     tokens = TokenStore(settings.resolve(service.tokens_file))
@@ -55,7 +59,8 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
                                      lambda: Counter(r.decision for r in services.feedback.all())))
     orch.on_step = lambda step: metrics.observe([step])
     mappings = {name: load_mapping(src.kind, src.mapping) for name, src in service.sources.items() if src.kind != "generic"}
-    workers = Workers(orch, queue, service.workers, service.lease_s, services.clock)
+    workers = Workers(orch, queue, service.workers, service.lease_s, services.clock,
+                      complete=lambda event: complete_event(event, services.connector, mappings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,12 +88,18 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
             raise AuthError(503, f"webhook source {source!r} has no secret: set the environment variable {src.secret_env}")
         _verify(src.kind, secret, request, body, service.public_url)
         mapped = _parse(src.kind, body, mappings.get(source), services)
-        # All parsed before any is queued, and queued in one transaction: a bad or interrupted batch stores nothing.
+        if all(item.rejected for item in mapped):  # nothing in the delivery is what the source sends: the delivery is bad
+            raise WebhookError("; ".join(dict.fromkeys(item.rejected for item in mapped)))
+        # Each event stands alone: the good ones are queued in one transaction before the answer, a bad one is
+        # reported with its reason and not queued (no retry can make it valid), an unmapped one is reported ignored.
         events = [item for item in mapped if item.event is not None]
-        stored = queue.enqueue_many(source, [(item.external_id, item.event) for item in events], services.clock())
+        stored = iter(queue.enqueue_many(source, [(item.external_id, item.event) for item in events], services.clock()))
         workers.wake()
-        return {"accepted": [{"external_id": item.external_id, "queue_id": queued.id, "new": new} for item, (queued, new) in zip(events, stored)],
-                "ignored": [{"external_id": item.external_id, "reason": item.ignored} for item in mapped if item.event is None]}
+        results = [_outcome(item, next(stored) if item.event is not None else None) for item in mapped]
+        return {"events": results,
+                "accepted": [r for r in results if r["outcome"] == "accepted"],
+                "ignored": [r for r in results if r["outcome"] == "ignored"],
+                "rejected": [r for r in results if r["outcome"] == "rejected"]}
 
     @app.get("/api/me", tags=["approvals"])
     def me(caller: Caller) -> Principal:
@@ -117,7 +128,8 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         interrupt = orch.pending_interrupt(run_id)
         return {"run": info.model_dump(mode="json"), "state": state.model_dump(mode="json", exclude={"draft": {"messages"}}),
                 "slot_status": [s.model_dump(mode="json") for s in slot_status(services.calendar, state)],
-                "interrupt": interrupt, "may_decide": info.status == "waiting" and caller.may_decide(_owner(state))}
+                "interrupt": interrupt, "may_decide": info.status == "waiting" and caller.may_decide(_owner(state)),
+                "outcomes": [o.model_dump(mode="json") for o in orch.outcomes(run_id)]}
 
     @app.post("/api/runs/{run_id}/decision", tags=["approvals"])
     def decide(run_id: str, answer: DecisionRequest, caller: Caller) -> dict:
@@ -129,7 +141,15 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
             response = HumanResponse(type=answer.type, args=answer.args, rep_id=caller.decides_as, slot_index=answer.slot_index)
         except ValidationError as exc:
             raise WebhookError(_first_error(exc)) from None
-        info = orch.decide(run_id, response)
+        try:
+            info = orch.decide(run_id, response)
+        except ConnectorError as exc:
+            # The decision is checkpointed; the CRM write-back failed. A worker finishes it from the queue with backoff,
+            # then dead-letters it; the writes carry external ids, so a retry never duplicates what already landed.
+            queued, _ = queue.enqueue(WRITEBACK_SOURCE, f"{run_id}:apply", orch.state(run_id).event, services.clock())
+            workers.wake()
+            return JSONResponse({"run": orch.info(run_id).model_dump(mode="json"),
+                                 "writeback": {"status": "queued", "queue_id": queued.id, "error": str(exc)}}, status_code=202)
         state = orch.state(run_id)
         return {"run": info.model_dump(mode="json"), "decision": state.decision.model_dump(mode="json"),
                 "applied": state.applied.model_dump(mode="json") if state.applied else None}
@@ -225,6 +245,16 @@ def _verify(kind: str, secret: str, request: Request, body: bytes, public_url: s
                           request.headers.get("x-hubspot-request-timestamp"), int(time.time() * 1000))
     else:
         verify_hmac_sha256(secret, body, request.headers.get(HMAC_HEADER))
+
+
+def _outcome(item: Mapped, stored: tuple | None) -> dict:
+    """One event's line in the answer to its delivery."""
+    if item.event is not None:
+        queued, new = stored
+        return {"external_id": item.external_id, "kind": item.kind, "outcome": "accepted", "queue_id": queued.id, "new": new,
+                "needs_fetch": item.event.type == "crm_change"}
+    outcome, reason = ("ignored", item.ignored) if item.ignored is not None else ("rejected", item.rejected)
+    return {"external_id": item.external_id, "kind": item.kind, "outcome": outcome, "reason": reason}
 
 
 def _parse(kind: str, body: bytes, mapping: Any, services: Services) -> list[Mapped]:

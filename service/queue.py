@@ -165,14 +165,15 @@ class EventQueue:
                        "WHERE id = ? AND lease_owner = ? AND status = 'processing'", (_iso(now), item_id, owner))
             return self._get(db, item_id)
 
-    def complete(self, item_id: int, run_id: str) -> QueuedEvent:
-        """The item's run started; done is final, and completing a done item again changes nothing."""
+    def complete(self, item_id: int, run_id: str | None, note: str | None = None) -> QueuedEvent:
+        """The item's run started (or, with no run and a `note`, the event turned out to need none); done is final,
+        and completing a done item again changes nothing."""
         with self.db.write() as db:
             item = self._locked(db, item_id)
             if item.status != "done":
                 # Also from queued or dead: a worker whose lease ran out may still finish, and then the work is done.
-                db.execute("UPDATE queue SET status = 'done', run_id = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
-                           (run_id, item_id))
+                db.execute("UPDATE queue SET status = 'done', run_id = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                           "last_error = COALESCE(?, last_error) WHERE id = ?", (run_id, _clip(note) if note else None, item_id))
             return self._get(db, item_id)
 
     def fail(self, item_id: int, error: str, now: datetime) -> QueuedEvent:

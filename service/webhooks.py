@@ -1,8 +1,13 @@
 """CRM webhook bodies → CRM events: HubSpot batches, Salesforce change events, and our own CRMEvent JSON.
 
-Each parser reads the whole body first and returns one `Mapped` per event in it: a CRMEvent, or the reason the
-event was ignored (a type we do not map, a stage or industry the mapping file lacks). A body that is not what the
-source sends raises WebhookError naming the field, so nothing of a bad batch is queued.
+Each parser reads the whole body first and returns one `Mapped` per event in it: a CRMEvent to queue, the reason the
+event was ignored (a type we do not map, a stage or industry the mapping file lacks), or the reason it was rejected
+(it is not what the source sends, naming the field). Events are mapped independently: one bad event is reported
+alone and the good ones of its delivery are queued. A body that is not JSON, or not a batch, raises WebhookError.
+
+A webhook that names a record without its fields (HubSpot sends ids only; a Salesforce UPDATE only what changed) and
+whose record the CRM mirror lacks becomes a `crm_change` event: a worker fetches the record through the CRM connector
+(service/completion.py) and turns it into a full event before it runs. Salesforce and HubSpot ids are used as they are.
 
 How a source's events map onto ours lives in configs/webhooks/<source>.yaml (HubSpotMapping, SalesforceMapping).
 Wire models ignore fields they do not read: HubSpot and Salesforce add fields over time, and a new one must not
@@ -16,12 +21,13 @@ import string
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from configs.loader import ConfigError, load_yaml_model
+from provenance import sha256_text
 from tools.crm.records import (
+    CRMChangePayload,
     CRMEvent,
     DealStage,
     DealStageChangePayload,
@@ -29,7 +35,6 @@ from tools.crm.records import (
     InboundEmailPayload,
     Industry,
     NewLeadPayload,
-    Region,
 )
 from tools.crm.source import CRMDataError, CRMSource
 
@@ -68,11 +73,12 @@ class Mapped(Strict):
     kind: str = Field(description="the source's type: a HubSpot subscriptionType, 'Lead CREATE', or our event type")
     event: CRMEvent | None = None
     ignored: str | None = Field(default=None, description="why no event was made; the source needs no retry")
+    rejected: str | None = Field(default=None, description="why the event is not what the source sends, naming the field")
 
     @model_validator(mode="after")
     def _one_outcome(self) -> Mapped:
-        if (self.event is None) == (self.ignored is None):
-            raise ValueError("a mapped event has exactly one of event and ignored")
+        if sum(x is not None for x in (self.event, self.ignored, self.rejected)) != 1:
+            raise ValueError("a mapped event has exactly one of event, ignored and rejected")
         return self
 
 
@@ -96,35 +102,27 @@ def _template(allowed: frozenset[str] | None) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Berlin") from None
-    return name
+HUBSPOT_EVENTS = {("deal.propertyChange", "deal_stage_change"), ("contact.creation", "new_lead"), ("deal.creation", "new_lead")}
 
 
 class HubSpotMapping(Strict):
     source: str = Field(default="hubspot", min_length=1, max_length=100, description="CRMEvent.source of the events made")
     deal_id: Annotated[str, _template(frozenset({"objectId", "portalId"}))] = Field(
-        description="the CRM mirror's deal id for a HubSpot deal, e.g. deal-{objectId:0>4}")
+        description="the CRM mirror's deal id for a HubSpot deal, e.g. deal-{objectId:0>4}; a deal the mirror lacks is "
+                    "fetched from HubSpot by its own id")
     events: dict[str, EventType] = Field(description="subscriptionType → our event type; other types are ignored")
     stage_property: str = "dealstage"
     stages: dict[str, DealStage] = Field(description="dealstage value (a pipeline stage id) → our deal stage")
+    industries: dict[str, Industry] = Field(default_factory=dict, description="a company's industry value → ours; other values are ignored")
 
     @model_validator(mode="after")
-    def _only_stage_changes(self) -> HubSpotMapping:
-        # A HubSpot event carries ids and one changed property: a stage change is the only event it can fill.
+    def _known_events(self) -> HubSpotMapping:
+        # A HubSpot event carries ids and one changed property: the rest is fetched, for these events only.
         for kind, event_type in self.events.items():
-            if (kind, event_type) != ("deal.propertyChange", "deal_stage_change"):
-                raise ValueError(f"events.{kind}: {event_type} cannot be made from a HubSpot webhook, which carries only ids "
-                                 "and one changed property; map deal.propertyChange: deal_stage_change or nothing")
+            if (kind, event_type) not in HUBSPOT_EVENTS:
+                allowed = ", ".join(f"{k}: {t}" for k, t in sorted(HUBSPOT_EVENTS))
+                raise ValueError(f"events.{kind}: {event_type} cannot be made from a HubSpot webhook; map one of {allowed}")
         return self
-
-
-class Place(Strict):
-    region: Region
-    timezone: Annotated[str, AfterValidator(_zone)]
 
 
 FieldSource = str | list[str]
@@ -132,6 +130,8 @@ FieldSource = str | list[str]
 
 class FieldMap(Strict):
     """Payload fields filled from change-event fields: "Email", a nested "Name.FirstName", or a list joined by spaces.
+    "Name.FirstName|FirstName" takes the first alternative that holds a value (change events nest compound fields,
+    REST records do not).
 
     "recordId" is the Salesforce id of the record. A field that is missing, null or empty takes its default.
     """
@@ -152,12 +152,13 @@ class FieldMap(Strict):
 
 
 class LeadMap(FieldMap):
+    """Region and time zone are derived from country and state when a lead lacks them (configs/places.yaml)."""
+
     industries: dict[str, Industry] = Field(description="the Industry picklist value → our industry; other values are ignored")
-    countries: dict[str, Place] = Field(default_factory=dict, description="country value → region and time zone")
 
     @model_validator(mode="after")
     def _fills_a_lead(self) -> LeadMap:
-        self._check_keys(NewLeadPayload, {"region", "timezone"} if self.countries else set())
+        self._check_keys(NewLeadPayload, set())
         return self
 
 
@@ -170,7 +171,8 @@ class EmailMap(FieldMap):
 
 class StageMap(Strict):
     deal_id: Annotated[str, _template(None)] = Field(
-        description="the CRM mirror's deal id: {recordId}, or a field of the event such as an enriched external id")
+        default="{recordId}", description="the deal's id: {recordId} (the Salesforce id, fetched when the mirror lacks it), "
+                                          "or a field of the event such as an enriched external id")
     stage_field: str = "StageName"
     stages: dict[str, DealStage] = Field(description="StageName value → our deal stage")
 
@@ -231,7 +233,7 @@ def _items(body: bytes, array_only: bool = False) -> list[tuple[Any, str]]:
         else:
             detail = ": a number has too many digits"
         raise WebhookError(f"body: not valid JSON{detail}") from None
-    _check_shape(data)
+    check_shape(data)
     if not isinstance(data, list):
         if array_only:
             raise WebhookError(f"body: a JSON array of events was expected, got {type(data).__name__}")
@@ -243,7 +245,7 @@ def _items(body: bytes, array_only: bool = False) -> list[tuple[Any, str]]:
     return [(item, f"body[{i}]") for i, item in enumerate(data)]
 
 
-def _check_shape(data: Any) -> None:
+def check_shape(data: Any) -> None:
     """No source nests deeper than MAX_DEPTH or sends text that is not Unicode (a lone surrogate such as "\\ud800" is
     valid JSON but cannot be stored or answered as UTF-8). Checked without recursion, before anything reads the values:
     messages, str() and pydantic then only ever see shallow, encodable data."""
@@ -298,6 +300,23 @@ def _ignored(external_id: str, kind: str, reason: str) -> Mapped:
     return Mapped(external_id=external_id, kind=kind, ignored=reason[:MAX_ERROR_CHARS])
 
 
+def _rejected(external_id: str, kind: str, error: WebhookError) -> Mapped:
+    return Mapped(external_id=external_id[:MAX_EXTERNAL_ID], kind=kind[:100], rejected=str(error))
+
+
+def _fallback_id(prefix: str, item: Any) -> str:
+    """An id for an event too broken to have its own: the same broken event always gets the same one."""
+    return f"{prefix}-unreadable-{sha256_text(json.dumps(item, sort_keys=True, default=str))[:16]}"
+
+
+def _thin(external_id: str, kind: str, system: str, object_type: str, record_id: str, occurred_at: datetime, source: str,
+          values: dict[str, Any] | None = None) -> Mapped:
+    """An event whose record must be fetched from the CRM before it can run (service/completion.py)."""
+    payload = CRMChangePayload(system=system, change=kind, object_type=object_type, record_id=record_id, values=values or {})
+    return Mapped(external_id=external_id, kind=kind, event=CRMEvent(id=external_id, type="crm_change", occurred_at=occurred_at,
+                                                                   source=source, payload=payload))
+
+
 def _show(value: Any) -> str:
     """A value from the body in a message: quoted, and short whatever the sender put there."""
     text = repr(value)
@@ -309,8 +328,17 @@ def _show(value: Any) -> str:
 
 def parse_generic(body: bytes) -> list[Mapped]:
     """Our own CRMEvent JSON, one object or an array. The external id is "<source>:<id>", the identity of a CRMEvent."""
-    events = [_validate(CRMEvent, item, where) for item, where in _items(body)]
-    return [Mapped(external_id=f"{e.source}:{e.id}", kind=e.type, event=e) for e in events]
+    mapped = []
+    for item, where in _items(body):
+        try:
+            event = _validate(CRMEvent, item, where)
+        except WebhookError as exc:
+            known = item if isinstance(item, dict) else {}
+            external_id = f"{known.get('source')}:{known.get('id')}" if known.get("source") and known.get("id") else _fallback_id("generic", item)
+            mapped.append(_rejected(str(external_id), str(known.get("type", "unknown")), exc))
+            continue
+        mapped.append(Mapped(external_id=f"{event.source}:{event.id}", kind=event.type, event=event))
+    return mapped
 
 
 # --- HubSpot ----------------------------------------------------------------------------------
@@ -328,7 +356,7 @@ class _HubSpotEvent(_Wire):
     propertyValue: str | None = None
 
     def kind(self) -> str:
-        """The subscription type; the generic object.propertyChange on object type 0-3 reads as deal.propertyChange."""
+        """The subscription type; the generic object.* types on object types 0-1/0-2/0-3 read as contact/company/deal.*"""
         family, _, action = self.subscriptionType.partition(".")
         if family == "object" and self.objectTypeId in HUBSPOT_OBJECT_TYPES:
             return f"{HUBSPOT_OBJECT_TYPES[self.objectTypeId]}.{action}"
@@ -341,36 +369,55 @@ class _HubSpotEvent(_Wire):
 
 
 def parse_hubspot(body: bytes, mapping: HubSpotMapping, crm: CRMSource) -> list[Mapped]:
-    """A HubSpot webhook batch (a JSON array of events). Only deal stage changes become events; see hubspot.yaml."""
-    events = [(_validate(_HubSpotEvent, item, where), where) for item, where in _items(body, array_only=True)]
-    return [_hubspot_event(event, where, mapping, crm) for event, where in events]
+    """A HubSpot webhook batch (a JSON array of events); see hubspot.yaml for what each subscription type becomes."""
+    mapped = []
+    for item, where in _items(body, array_only=True):
+        try:
+            event = _validate(_HubSpotEvent, item, where)
+        except WebhookError as exc:
+            known = item if isinstance(item, dict) else {}
+            mapped.append(_rejected(_fallback_id("hs", item), str(known.get("subscriptionType", "unknown")), exc))
+            continue
+        try:
+            mapped.append(_hubspot_event(event, where, mapping, crm))
+        except WebhookError as exc:
+            mapped.append(_rejected(event.external_id(), event.kind(), exc))
+    return mapped
 
 
 def _hubspot_event(event: _HubSpotEvent, where: str, mapping: HubSpotMapping, crm: CRMSource) -> Mapped:
     kind, external_id = event.kind(), event.external_id()
-    if kind not in mapping.events:
-        why = " (HubSpot sends only the new object's id, not its properties)" if kind.endswith(".creation") else ""
-        return _ignored(external_id, kind, f"{kind} is not mapped to a salesloop event{why}")
+    event_type = mapping.events.get(kind)
+    if event_type is None:
+        return _ignored(external_id, kind, f"{kind} is not mapped to a salesloop event")
+    if event.objectId is None:
+        raise WebhookError(f"{where}.objectId: a {kind} event names its object")
+    occurred = _from_ms(event.occurredAt)
+    if event_type == "new_lead":  # HubSpot sends the new object's id only: the worker fetches it and what it is tied to
+        return _thin(external_id, kind, "hubspot", kind.partition(".")[0], str(event.objectId), occurred, mapping.source)
     if event.propertyName != mapping.stage_property:
         return _ignored(external_id, kind, f"{kind} of {_show(event.propertyName)}, not of {mapping.stage_property!r}")
-    if event.objectId is None or event.propertyValue is None:
-        raise WebhookError(f"{where}: a {kind} event needs objectId and propertyValue")
+    if event.propertyValue is None:
+        raise WebhookError(f"{where}.propertyValue: a {kind} event of {mapping.stage_property} needs the new value")
     to_stage = mapping.stages.get(event.propertyValue)
     if to_stage is None:
         return _ignored(external_id, kind, f"{mapping.stage_property} {_show(event.propertyValue)} is not under stages in the "
                                            "HubSpot mapping; add the pipeline stage to take these changes")
     deal_id = mapping.deal_id.format(objectId=event.objectId, portalId=event.portalId)
-    payload = DealStageChangePayload(deal_id=deal_id, from_stage=_current_stage(crm, deal_id, f"{where}.objectId"), to_stage=to_stage)
+    from_stage = _current_stage(crm, deal_id)
+    if from_stage is None:  # not mirrored: fetch the deal, its contact and company from HubSpot by HubSpot's own id
+        return _thin(external_id, kind, "hubspot", "deal", str(event.objectId), occurred, mapping.source, {"to_stage": to_stage})
+    payload = DealStageChangePayload(deal_id=deal_id, from_stage=from_stage, to_stage=to_stage)
     return Mapped(external_id=external_id, kind=kind, event=CRMEvent(
-        id=external_id, type="deal_stage_change", occurred_at=_from_ms(event.occurredAt), source=mapping.source, payload=payload))
+        id=external_id, type="deal_stage_change", occurred_at=occurred, source=mapping.source, payload=payload))
 
 
-def _current_stage(crm: CRMSource, deal_id: str, where: str) -> DealStage:
-    """A stage change says only where the deal went: where it came from is the mirror's current stage."""
+def _current_stage(crm: CRMSource, deal_id: str) -> DealStage | None:
+    """A stage change says only where the deal went: where it came from is the mirror's current stage, if it has the deal."""
     try:
         return crm.deal(deal_id).stage
     except CRMDataError:
-        raise WebhookError(f"{where}: deal {deal_id!r} is not in the CRM mirror; sync the mirror or fix deal_id in the mapping") from None
+        return None
 
 
 # --- Salesforce -------------------------------------------------------------------------------
@@ -394,11 +441,26 @@ class _ChangeEventHeader(_Wire):
 def parse_salesforce(body: bytes, mapping: SalesforceMapping, crm: CRMSource) -> list[Mapped]:
     """Change Data Capture events: one or a JSON array of them, each either the bare event payload
     ({"ChangeEventHeader": {...}, <fields>}) or the envelope a subscriber receives ({"schema", "payload", "event"})."""
-    events = [_change_event(item, where) for item, where in _items(body)]
-    records = sum(max(len(header.recordIds), 1) for header, _, _ in events)
+    events: list[tuple[_ChangeEventHeader, dict[str, Any], str] | Mapped] = []
+    for item, where in _items(body):
+        try:
+            events.append(_change_event(item, where))
+        except WebhookError as exc:
+            events.append(_rejected(_fallback_id("sf", item), "unknown", exc))
+    records = sum(max(len(e[0].recordIds), 1) for e in events if isinstance(e, tuple))
     if records > MAX_EVENTS:  # each record named is an event of its own; checked before any is looked up
         raise WebhookError(f"body: {records} events (one per record named), over the limit of {MAX_EVENTS}; split the batch")
-    return [mapped for header, fields, where in events for mapped in _salesforce_event(header, fields, where, mapping, crm)]
+    mapped = []
+    for entry in events:
+        if isinstance(entry, Mapped):
+            mapped.append(entry)
+            continue
+        header, fields, where = entry
+        try:
+            mapped.extend(_salesforce_event(header, fields, where, mapping, crm))
+        except WebhookError as exc:
+            mapped.append(_rejected(header.external_id(), f"{header.entityName} {header.changeType}", exc))
+    return mapped
 
 
 def _change_event(item: Any, where: str) -> tuple[_ChangeEventHeader, dict[str, Any], str]:
@@ -435,33 +497,42 @@ def _salesforce_record(event_type: EventType, header: _ChangeEventHeader, record
     kind, external_id = f"{header.entityName} {header.changeType}", header.external_id(record_id)
     values = {**fields, "recordId": record_id}
     section = getattr(mapping, event_type)  # the mapping's validator makes sure each mapped type has its section
-    payload = _stage_change(section, header, values, where, crm) if isinstance(section, StageMap) else _filled(section, event_type, values)
+    occurred = _from_ms(header.commitTimestamp)
+    if isinstance(section, StageMap):
+        payload = _stage_change(section, header, values, where, crm)
+        if isinstance(payload, tuple):  # the mirror lacks the deal, or the event lacks the stage: fetch the opportunity
+            to_stage, why = payload
+            return _thin(external_id, kind, "salesforce", "deal", record_id, occurred, mapping.source,
+                         {"to_stage": to_stage} if to_stage else {})
+    else:
+        payload = _filled(section, event_type, values)
     if isinstance(payload, str):
         return _ignored(external_id, kind, f"{header.entityName} {record_id}: {payload}")
     return Mapped(external_id=external_id, kind=kind, event=CRMEvent(
-        id=external_id, type=event_type, occurred_at=_from_ms(header.commitTimestamp), source=mapping.source, payload=payload))
+        id=external_id, type=event_type, occurred_at=occurred, source=mapping.source, payload=payload))
 
 
 def _stage_change(section: StageMap, header: _ChangeEventHeader, values: dict[str, Any], where: str,
-                  crm: CRMSource) -> DealStageChangePayload | str:
-    """The payload, or why the change is ignored."""
+                  crm: CRMSource) -> DealStageChangePayload | str | tuple[DealStage | None, str]:
+    """The payload; why the change is ignored; or (the new stage if known, why) when the opportunity must be fetched."""
     if section.stage_field not in header.changedFields:
         return f"changed {', '.join(header.changedFields) or 'nothing'}, not {section.stage_field}"
     value = values.get(section.stage_field)
-    if not isinstance(value, str):
-        raise WebhookError(f"{where}.{section.stage_field}: listed in changedFields but the event holds no text value")
-    to_stage = section.stages.get(value)
-    if to_stage is None:
+    if value is not None and not isinstance(value, str):
+        raise WebhookError(f"{where}.{section.stage_field}: {_show(value)} is not text")
+    to_stage = section.stages.get(value) if value else None
+    if value and to_stage is None:
         return f"{section.stage_field} {_show(value)} is not under deal_stage_change.stages in the Salesforce mapping; add it"
     names = {name for _, name, _, _ in string.Formatter().parse(section.deal_id) if name is not None}
     if names - {"recordId"} and len(header.recordIds) > 1:
         return f"one event for {len(header.recordIds)} records, and deal_id reads event fields that cannot tell them apart"
-    missing = sorted(n for n in names if values.get(n) in (None, ""))
-    if missing:
-        raise WebhookError(f"{where}: no {', '.join(missing)}, which deal_id in the Salesforce mapping needs; "
-                           f"add it as an enriched field of {header.entityName}ChangeEvent")
+    if any(values.get(n) in (None, "") for n in names) or to_stage is None:
+        return to_stage, "the event lacks fields the mirror id or the stage needs"
     deal_id = section.deal_id.format(**{n: values[n] for n in names})
-    return DealStageChangePayload(deal_id=deal_id, from_stage=_current_stage(crm, deal_id, where), to_stage=to_stage)
+    from_stage = _current_stage(crm, deal_id)
+    if from_stage is None:
+        return to_stage, f"deal {deal_id} is not in the CRM mirror"
+    return DealStageChangePayload(deal_id=deal_id, from_stage=from_stage, to_stage=to_stage)
 
 
 def _filled(section: FieldMap, event_type: EventType, values: dict[str, Any]) -> NewLeadPayload | InboundEmailPayload | str:
@@ -471,10 +542,11 @@ def _filled(section: FieldMap, event_type: EventType, values: dict[str, Any]) ->
         if actual != expected:
             return f"{path} is {_show(actual)}, not {expected!r}, so it does not become {event_type}"
     filled = {key: value for key, source in section.fields.items() if (value := _read(values, source)) is not None}
-    if isinstance(section, LeadMap):
-        problem = _apply_tables(section, filled)
-        if problem:
-            return problem
+    if isinstance(section, LeadMap) and "industry" in filled:
+        industry = section.industries.get(str(filled["industry"]))
+        if industry is None:
+            return f"industry {_show(filled['industry'])} is not under new_lead.industries in the Salesforce mapping"
+        filled["industry"] = industry
     model = NewLeadPayload if event_type == "new_lead" else InboundEmailPayload
     try:
         return model.model_validate({**section.defaults, **filled})
@@ -483,29 +555,15 @@ def _filled(section: FieldMap, event_type: EventType, values: dict[str, Any]) ->
         return f"cannot fill a {event_type} ({'; '.join(problems)}); map the field or give it a default in the mapping"
 
 
-def _apply_tables(section: LeadMap, filled: dict[str, Any]) -> str | None:
-    """Industry through its table (an unknown value is a lead we do not serve); region and time zone from the country."""
-    if "industry" in filled:
-        industry = section.industries.get(str(filled["industry"]))
-        if industry is None:
-            return f"industry {_show(filled['industry'])} is not under new_lead.industries in the Salesforce mapping"
-        filled["industry"] = industry
-    country = filled.get("country")
-    place = section.countries.get(str(country))
-    if place is not None:
-        filled.setdefault("region", place.region)
-        filled.setdefault("timezone", place.timezone)
-    elif country is not None and not {"region", "timezone"} <= set(filled) | set(section.defaults):
-        return f"country {_show(country)} is not under new_lead.countries in the Salesforce mapping, which gives region and time zone"
-    return None
-
-
 def _read(values: dict[str, Any], source: FieldSource) -> Any:
-    """A field's value, or the present parts of a list joined by spaces; None when nothing is there."""
+    """A field's value ("A|B": the first alternative with one), or the present parts of a list joined by spaces."""
     if isinstance(source, str):
-        value = _lookup(values, source)
-        return None if value == "" else value
-    parts = [str(v) for v in (_lookup(values, path) for path in source) if v not in (None, "")]
+        for path in source.split("|"):
+            value = _lookup(values, path)
+            if value not in (None, ""):
+                return value
+        return None
+    parts = [str(v) for v in (_read(values, path) for path in source) if v not in (None, "")]
     return " ".join(parts) or None
 
 

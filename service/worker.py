@@ -15,6 +15,7 @@ from datetime import datetime
 from orchestrator import Orchestrator, run_id_for
 from service.owners import Owner, this_process
 from service.queue import EventQueue, QueueError, QueuedEvent
+from tools.crm.records import CRMEvent
 from tools.failpoints import failpoint
 
 log = logging.getLogger("salesloop.worker")
@@ -74,9 +75,12 @@ class Heartbeat:
 
 class Workers:
     def __init__(self, orch: Orchestrator, queue: EventQueue, count: int, lease_s: float, clock: Callable[[], datetime],
-                 idle_s: float = 1.0, heartbeat_s: float | None = None):
+                 idle_s: float = 1.0, heartbeat_s: float | None = None, complete: Callable[[CRMEvent], CRMEvent] | None = None):
+        """`complete`: turns a thin `crm_change` event into the full event by fetching its records from the CRM;
+        raises service.completion.Ignored when the records cannot make one."""
         self.orch, self.queue, self.count, self.lease_s, self.clock, self.idle_s = orch, queue, count, lease_s, clock, idle_s
         self.heartbeat = Heartbeat(queue, clock, lease_s, heartbeat_s or lease_s / HEARTBEATS_PER_LEASE)
+        self.complete = complete
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -136,8 +140,13 @@ class Workers:
 
     def _process(self, item: QueuedEvent) -> None:
         failpoint("worker:claimed")
+        from service.completion import Ignored
+
         try:
-            info, _ = self.orch.start(item.event)
+            info, _ = self.orch.start(self._full(item.event))
+        except Ignored as exc:  # the CRM's records cannot make a run: done, with the reason, and never retried
+            self._settle(lambda: self.queue.complete(item.id, None, note=f"ignored: {exc}"), item)
+            log.info("event %s from %s ignored: %s", item.external_id, item.source, exc)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered with its message
             self._settle(lambda: self.queue.fail(item.id, f"{type(exc).__name__}: {exc}", self.clock()), item)
             log.warning("event %s from %s failed: %s", item.external_id, item.source, exc)
@@ -150,6 +159,13 @@ class Workers:
             self.queue.complete(item.id, info.run_id)
         else:  # a warm worker elsewhere may take it before this process has loaded its model
             self.queue.release(item.id, owner, self.clock())
+
+    def _full(self, event: CRMEvent) -> CRMEvent:
+        if event.type != "crm_change":
+            return event
+        if self.complete is None:
+            raise RuntimeError("a crm_change event needs the CRM connector to fetch its records; no completion is configured")
+        return self.complete(event)
 
     def _settle(self, action: Callable[[], object], item: QueuedEvent) -> None:
         try:

@@ -100,10 +100,11 @@ def queue_total(env) -> int:
 
 def test_a_signed_hubspot_batch_is_queued_once_and_becomes_one_waiting_run(env):
     client, app = env["client"], env["app"]
-    answer = hubspot_post(client, [stage_change(101), {**stage_change(102), "subscriptionType": "contact.creation"}])
+    answer = hubspot_post(client, [stage_change(101), {**stage_change(102), "subscriptionType": "contact.propertyChange"}])
     assert answer.status_code == 202, answer.text
     body = answer.json()
-    assert [a["new"] for a in body["accepted"]] == [True] and "contact.creation" in body["ignored"][0]["reason"]
+    assert [a["new"] for a in body["accepted"]] == [True] and "contact.propertyChange" in body["ignored"][0]["reason"]
+    assert [e["outcome"] for e in body["events"]] == ["accepted", "ignored"]
     again = hubspot_post(client, [{**stage_change(101), "attemptNumber": 1}])  # HubSpot's retry of the same event
     assert again.status_code == 202 and again.json()["accepted"][0]["new"] is False
     assert app.state.workers.run_once() and not app.state.workers.run_once(), "one queued event, processed once"
@@ -120,7 +121,7 @@ def test_a_signed_hubspot_batch_is_queued_once_and_becomes_one_waiting_run(env):
     ("unknown source", lambda c: signed_post(c, "pipedrive", {}, "x"), 404, "no webhook source 'pipedrive'"),
     ("not json", lambda c: signed_post(c, "generic", b"{not json", SECRETS["SALESLOOP_WEBHOOK_SECRET"]), 400, "JSON"),
     ("wrong shape", lambda c: signed_post(c, "generic", {"id": "e1", "type": "new_lead"}, SECRETS["SALESLOOP_WEBHOOK_SECRET"]), 400, "occurred_at"),
-    ("unknown deal", lambda c: hubspot_post(c, [{**stage_change(203), "objectId": 9999}]), 400, "deal-9999"),
+    ("every event bad", lambda c: hubspot_post(c, [{**stage_change(203), "objectId": None}]), 400, "objectId"),
     ("oversized", lambda c: signed_post(c, "generic", {"pad": "x" * 70_000}, SECRETS["SALESLOOP_WEBHOOK_SECRET"]), 413, "max_body_bytes"),
     ("nested", lambda c: signed_post(c, "generic", json.loads("[" * 50 + "]" * 50), SECRETS["SALESLOOP_WEBHOOK_SECRET"]), 400, ""),
 ])
@@ -137,8 +138,8 @@ def test_salesforce_change_events_and_generic_events_are_queued(env, demo_source
     header = {"entityName": "Opportunity", "recordIds": ["0065f00000AbCdEAAV"], "changeType": "UPDATE", "changedFields": ["StageName"],
               "transactionKey": "0005e192-9e62-2554-3880-3c3718bd6308", "sequenceNumber": 1, "commitTimestamp": 1763884800000,
               "commitNumber": 1, "commitUser": "0055f000005mc66AAA", "changeOrigin": ""}
-    change = {"schema": "Jx8Hz9", "payload": {"ChangeEventHeader": header, "StageName": "Negotiation/Review",
-                                               "Salesloop_Deal_Id__c": STAGE_DEAL}, "event": {"replayId": 7}}
+    header["recordIds"] = [STAGE_DEAL]  # a mirror keyed by the CRM's ids: the Salesforce id is the deal id
+    change = {"schema": "Jx8Hz9", "payload": {"ChangeEventHeader": header, "StageName": "Negotiation/Review"}, "event": {"replayId": 7}}
     answer = signed_post(env["client"], "salesforce", change, SECRETS["SALESLOOP_SALESFORCE_SECRET"])
     assert answer.status_code == 202, answer.text
     (accepted,) = answer.json()["accepted"]

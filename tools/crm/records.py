@@ -11,17 +11,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationInfo,
     field_validator,
 )
 
 from provenance.consent import ConsentFlag
+from provenance.records import SourceRef
 
 Industry = Literal["manufacturing", "saas", "education", "medical_devices"]
 Region = Literal["NA", "EMEA", "APAC", "LATAM"]
 DealStage = Literal["prospecting", "qualification", "proposal", "negotiation", "closed_won", "closed_lost"]
 ChunkKind = Literal["proposal_excerpt", "meeting_notes", "objection_answer"]
-EventType = Literal["new_lead", "inbound_email", "deal_stage_change"]
+EventType = Literal["new_lead", "inbound_email", "deal_stage_change", "crm_change"]
 # Counts in events come from outside: past 2**53 JSON readers (the inbox's JavaScript) lose digits, and past 2**63
 # neither SQLite nor the checkpoint's msgpack can hold them. No lead has more employees, visits or budget than this.
 MAX_COUNT = 2**53 - 1
@@ -65,10 +67,12 @@ class Account(Record):
     name: str
     industry: Industry
     employees: int = Field(ge=1)
-    region: Region
-    country: str
-    timezone: str = Field(description="IANA time zone, e.g. Europe/Berlin")
-    owner_rep_id: str
+    # A CRM's company record seldom holds a sales region or a time zone: normalize derives them (tools/crm/places.py).
+    region: Region | None = None
+    country: str | None = None
+    state: str | None = Field(default=None, description="state or province, which some countries' time zones need")
+    timezone: str | None = Field(default=None, description="IANA time zone, e.g. Europe/Berlin")
+    owner_rep_id: str | None = None
 
 
 class Contact(Record):
@@ -110,13 +114,16 @@ class NewLeadPayload(Record):
     company: str
     industry: Industry
     employees: int = Field(ge=1, le=MAX_COUNT)
-    region: Region
-    country: str
-    timezone: str
+    # Real leads seldom carry a region or a time zone, often no country: normalize derives what is missing and says how.
+    region: Region | None = None
+    country: str | None = None
+    state: str | None = Field(default=None, description="state or province: the time zone of a country with several")
+    timezone: str | None = None
     contact_name: str
     email: str
-    title: str
+    title: str = ""
     phone: str | None = None
+    deal_id: str | None = Field(default=None, description="the CRM's deal this lead came with, if any: write-back goes to it too")
     budget_usd: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     message: str = ""
     web_visits: int = Field(default=0, ge=0, le=MAX_COUNT)
@@ -151,15 +158,37 @@ class InboundEmailPayload(Record):
 
 class DealStageChangePayload(Record):
     deal_id: str
-    from_stage: DealStage
+    from_stage: DealStage | None = Field(description="None when the deal was not known before: a CRM sends only the new stage")
     to_stage: DealStage
 
 
-EventPayload = NewLeadPayload | InboundEmailPayload | DealStageChangePayload
+class CRMChangePayload(Record):
+    """A CRM's webhook that names a record but not its fields (HubSpot sends ids only, a Salesforce UPDATE only what
+    changed): a worker fetches the record through the CRM connector and turns this into a full event before it runs."""
+
+    system: Literal["hubspot", "salesforce"] = Field(description="the webhook source kind whose mapping completes it")
+    change: str = Field(min_length=1, max_length=100, description="the source's own type: 'contact.creation', 'Opportunity UPDATE'")
+    object_type: Literal["contact", "company", "deal", "lead", "email"]
+    record_id: str = Field(min_length=1, max_length=100, description="the CRM's id of the record")
+    values: dict[str, JsonValue] = Field(default_factory=dict, description="the values the webhook did carry, e.g. the new stage")
+
+
+class FetchedRecords(Record):
+    """Records a worker fetched through the CRM connector to complete a thin webhook; they travel with the event, so
+    a run reads what the CRM held when the event came, and its trace names each record and version."""
+
+    account: Account | None = None
+    contact: Contact | None = None
+    deal: Deal | None = None
+    sources: list[SourceRef] = Field(default_factory=list, description="crm_record:<system>:<type>:<id>@<updatedAt> per record")
+
+
+EventPayload = NewLeadPayload | InboundEmailPayload | DealStageChangePayload | CRMChangePayload
 PAYLOAD_BY_TYPE: dict[str, type[Record]] = {
     "new_lead": NewLeadPayload,
     "inbound_email": InboundEmailPayload,
     "deal_stage_change": DealStageChangePayload,
+    "crm_change": CRMChangePayload,
 }
 
 
@@ -171,6 +200,7 @@ class CRMEvent(Record):
     occurred_at: UtcDatetime = Field(description="with a time zone or offset; held in UTC")
     source: Annotated[str, Field(min_length=1, max_length=100)]
     payload: EventPayload
+    fetched: FetchedRecords | None = Field(default=None, description="records fetched from the CRM to complete a thin webhook")
 
     @field_validator("payload", mode="before")
     @classmethod

@@ -79,6 +79,10 @@ class JsonSnapshotCRM:
     def past_deals(self) -> list[Deal]:
         return [d for d in self._deals.values() if d.outcome != "open" and d.case_summary]
 
+    def deals(self) -> list[Deal]:
+        """Every deal, open and closed."""
+        return sorted(self._deals.values(), key=lambda d: d.id)
+
     def erase_contact(self, contact_id: str, redact: Callable[[str], str]) -> list[str]:
         """Remove a contact from the mirror and `redact` their data out of deal texts; returns the deals changed."""
         contact = self.contact(contact_id)
