@@ -138,6 +138,9 @@ def write_back(state: RunState, services: Services, result: ApplyResult) -> list
     for activity in activities:
         written.append(services.connector.write(activity))
         failpoint(f"apply:after_crm_{activity.kind}")
+    stage_move = services.settings.crm.deal_update_on_adopt
+    if stage_move and deal:  # setting a field to a value is idempotent: a retried apply just sets it again
+        written.append(services.connector.update_deal(deal, stage_move, f"{state.run_id}:deal"))
     return written
 
 

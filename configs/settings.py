@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from provenance.masking import MaskingSettings
 from tools.crm.records import Industry, Region
@@ -123,6 +123,10 @@ class CRMSettings(Strict):
     timeout_s: float = Field(default=10.0, gt=0, le=120)
     max_retries: int = Field(default=3, ge=0, le=10, description="retries of one request (5xx, timeouts, rate limits) before the event's queue backoff takes over")
     max_wait_s: float = Field(default=10.0, ge=0, description="the longest a rate limit's wait is honoured in-process; longer waits go back to the queue")
+    deal_update_on_adopt: dict[str, JsonValue] = Field(
+        default_factory=dict, description="deal fields, in the CRM's own names, set when a rep adopts or edits a draft for a deal, "
+                                          "e.g. {StageName: Proposal/Price Quote} (Salesforce) or {dealstage: presentationscheduled} "
+                                          "(HubSpot); empty = the deal is not changed")
     hubspot: HubSpotSettings = HubSpotSettings()
     salesforce: SalesforceSettings = SalesforceSettings()
 

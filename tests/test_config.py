@@ -167,9 +167,10 @@ def test_every_shipped_config_validates():
 
     from agents.triggers import TriggerRules
     from provenance.consent import ConsentPolicy
+    from tools.crm.places import PlaceTable
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    policies = {"consent.yaml": ConsentPolicy, "triggers.yaml": TriggerRules}  # not settings: each has its own schema
+    policies = {"consent.yaml": ConsentPolicy, "triggers.yaml": TriggerRules, "places.yaml": PlaceTable}  # not settings: each has its own schema
     for path in root.glob("*.yaml"):
         if path.name in policies:
             assert load_yaml_model(path, policies[path.name])

@@ -8,22 +8,28 @@ one event at a time so every assertion sees a settled state.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from datetime import timedelta
 
+import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
 from agents.services import Services
 from configs import load_settings
+from demo.crash_burst import ServeProcess
 from service.app import WRITEBACK_SOURCE, create_app
+from service.auth import TokenStore
 from service.signatures import HMAC_HEADER, sign_hmac_sha256, sign_hubspot_v3
 from tests.conftest import FIXED_NOW, config_dict
 from tools.cases import index_cases
 from tools.crm.testing_hubspot import FakeHubSpot
 from tools.crm.testing_salesforce import FakeSalesforce
+from tools.failpoints import ENV as FAILPOINT
 
 SECRETS = {"SALESLOOP_WEBHOOK_SECRET": "generic-secret", "SALESLOOP_HUBSPOT_APP_SECRET": "hubspot-app-secret",
            "SALESLOOP_SALESFORCE_SECRET": "salesforce-secret"}
@@ -313,3 +319,75 @@ def test_a_later_won_stage_change_is_linked_to_the_run_that_drafted_for_the_deal
     closing, _ = run_for(app, answer["accepted"][0]["external_id"])
     shown = client.get(f"/api/runs/{drafted.run_id}", headers=manager(app)).json()
     assert [(o["outcome"], o["deal_id"], o["outcome_run_id"]) for o in shown["outcomes"]] == [("won", deal, closing.run_id)]
+
+
+# --- A write-back killed half way ------------------------------------------------------------------
+
+
+def test_an_apply_killed_after_its_first_crm_write_finishes_after_a_restart_writing_each_record_once(tmp_path, demo_source, model_dir):
+    """`salesloop serve` SIGKILLs itself right after the e-mail draft reached Salesforce; the restarted process finishes
+    the apply from its checkpoint, and the stand-in has still received exactly one of each record."""
+    with FakeSalesforce() as fake:
+        account = fake.add("Account", {"Name": "Brenner Hydraulik GmbH", "Industry": "Machinery", "NumberOfEmployees": 640,
+                                       "BillingCountry": "Germany"})
+        contact = fake.add("Contact", {"FirstName": "Ute", "LastName": "Brenner", "Email": "u.brenner@brenner-hydraulik.de",
+                                       "Title": "Head of Operations", "AccountId": account})
+        opp = fake.add("Opportunity", {"Name": "Brenner presses", "Amount": 70000.0, "StageName": "Qualification", "AccountId": account})
+        fake.add("OpportunityContactRole", {"OpportunityId": opp, "ContactId": contact, "IsPrimary": True})
+        shutil.copytree(demo_source, tmp_path / "data")
+        raw = config_dict(tmp_path / "data", model_dir)
+        raw["service"] = {"lease_s": 3600, "max_attempts": 3, "backoff_base_s": 1, "backoff_max_s": 2}
+        raw["crm"] = {"connector": "salesforce", "max_retries": 0, "salesforce": {"login_url": fake.login_url},
+                      "deal_update_on_adopt": {"StageName": "Negotiation/Review"}}
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        settings = load_settings(config, env={})
+        with Services(settings) as services:  # index before any server: Qdrant local mode is one process at a time
+            index_cases(services.crm, services.embedder, services.vectors)
+        auth = {"Authorization": f"Bearer {TokenStore(settings.resolve(settings.service.tokens_file)).add('lee', 'manager')}"}
+        env = {k: v for k, v in os.environ.items() if k != FAILPOINT} | {**SECRETS, "SALESLOOP_SALESFORCE_CLIENT_ID": fake.client_id,
+               "SALESLOOP_SALESFORCE_CLIENT_SECRET": fake.client_secret}
+        servers = []
+
+        def serve(failpoint: str | None) -> ServeProcess:
+            failpoints = {FAILPOINT: failpoint} if failpoint else {}
+            servers.append(ServeProcess(config, {**env, **failpoints}, tmp_path, ready_timeout_s=180))
+            return servers[-1].wait_ready()
+
+        def runs(server, status: str) -> list[dict]:
+            return httpx.get(f"{server.url}/api/runs", params={"status": status}, headers=auth, timeout=30).json()["runs"]
+
+        def wait_for(check, what: str):
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if found := check():
+                    return found
+                time.sleep(0.5)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        try:
+            server = serve("apply:after_crm_email_draft")
+            body = json.dumps({"ChangeEventHeader": change_header("Opportunity", "UPDATE", opp, 50, ["StageName"]),
+                               "StageName": "Proposal/Price Quote"}).encode()
+            posted = httpx.post(f"{server.url}/webhooks/salesforce", content=body, timeout=60,
+                                headers={HMAC_HEADER: sign_hmac_sha256(SECRETS["SALESLOOP_SALESFORCE_SECRET"], body)})
+            assert posted.status_code == 202, posted.text
+            (waiting,) = wait_for(lambda: runs(server, "waiting"), "the run to wait for its rep")
+            run_id = waiting["run"]["run_id"]
+            with pytest.raises(httpx.TransportError):
+                httpx.post(f"{server.url}/api/runs/{run_id}/decision", json={"type": "accept"}, headers=auth, timeout=120)
+            assert server.proc.wait(timeout=120) == -signal.SIGKILL
+            assert (fake.created["Task"], fake.created["Event"]) == (1, 0), "killed after the e-mail draft, before the meeting"
+
+            server = serve(None)
+            wait_for(lambda: [r for r in runs(server, "done") if r["run"]["run_id"] == run_id], "recovery to finish the apply")
+            assert (fake.created["Task"], fake.created["Event"]) == (2, 1)  # e-mail draft and clause note; the meeting
+            run = httpx.get(f"{server.url}/api/runs/{run_id}", headers=auth, timeout=30).json()
+            writes = run["state"]["applied"]["crm_writes"]
+            assert [(w["kind"], w["created"]) for w in writes] == [("email_draft", False), ("meeting", True), ("note", True),
+                                                                   ("deal_update", True)]
+            assert [o["StageName"] for o in fake.rows("Opportunity") if o["Id"] == opp] == ["Negotiation/Review"]
+        finally:
+            for each in servers:  # a failed assertion must not leave a server behind
+                if each.proc.poll() is None:
+                    each.kill()
