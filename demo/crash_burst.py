@@ -28,7 +28,7 @@ from agents.inbox import adopt
 from agents.services import Services
 from configs import load_settings
 from configs.settings import Settings
-from orchestrator import NODES, Orchestrator, run_id_for
+from orchestrator import NODES, Orchestrator, SentBack, run_id_for
 from service.owners import Owner
 from service.queue import EventQueue
 from service.signatures import HMAC_HEADER, sign_hmac_sha256
@@ -38,6 +38,8 @@ from tools.sql import connect_postgres, postgres_url
 
 RECORDED_STEPS = ["normalize", "grade_lead"]  # a lead graded too low for a draft ends after these
 DRAFTED_STEPS = [name for name, _ in NODES]
+REPLANNED_STEPS = ("apply", "plan_schedule", "await_rep")  # run again, each traced and audited, when a slot was taken
+MAX_SEND_BACKS = 5
 
 
 class ServeProcess:
@@ -115,6 +117,8 @@ class CrashBurstResult(BaseModel):
     bookings: SideEffect
     feedback: SideEffect
     audit: SideEffect
+    sent_back: int = Field(description="adopts sent back because another run of the burst had booked the slot; each one "
+                                       "re-plans, so its apply, plan_schedule and await_rep steps are audited once more")
 
 
 class _Sampler:
@@ -174,13 +178,13 @@ def crash_burst(configs: tuple[Path, Path], events: list[CRMEvent], drafted: set
             server.stop()
     owners = {label: _owners_of(server.pid, sampler.seen) for label, server in zip(("A", "B", "A restarted"), servers)}
     items = queue.list(limit=len(events) + 1)
-    effects = count_side_effects(settings, events, drafted)
+    effects, sent_back = count_side_effects(settings, events, drafted)
     return CrashBurstResult(
         events=len(events), drafted=len(drafted), lease_s=settings.service.lease_s, killed_holding=held, done_before_kill=done_before,
         seconds_to_serving=serving_at - restarted_at, seconds_to_done=done_at - restarted_at, queue=queue.counts(),
         attempts={i.id: i.attempts for i in items if i.attempts}, owners=owners,
         held_by_two=sorted(i for i, holders in sampler.seen.items() if len({_pid(h) for h in holders}) > 1 and i not in held),
-        **effects)
+        sent_back=sent_back, **effects)
 
 
 def _kill_holding(server: ServeProcess, queue: EventQueue, total: int, timeout_s: float) -> tuple[list[int], int]:
@@ -201,27 +205,42 @@ def _kill_holding(server: ServeProcess, queue: EventQueue, total: int, timeout_s
     raise AssertionError("the process to kill never held an item")
 
 
-def count_side_effects(settings: Settings, events: list[CRMEvent], drafted: set[str]) -> dict[str, SideEffect]:
-    """Adopt every drafted run that waits, then count bookings, feedback records and audit entries per event."""
+def count_side_effects(settings: Settings, events: list[CRMEvent], drafted: set[str]) -> tuple[dict[str, SideEffect], int]:
+    """Adopt every drafted run that waits, then count bookings, feedback records and audit entries per event; also
+    returns how many adopts were sent back (their slot taken by another run of the burst)."""
     with Services(settings) as services, Orchestrator(services) as orch:
         for event in events:
             run_id = run_id_for(event)
             info = orch.info(run_id, missing_ok=True)
             if info is not None and info.status == "waiting":
-                orch.decide(run_id, adopt(settings.rep_id))
+                _adopt(orch, run_id, settings.rep_id)
         calendars = "".join(p.read_text() for p in settings.resolve(settings.scheduling.calendar_dir).glob("*.ics"))
         audit = Counter((e.subject, e.kind, e.data.get("step")) for e in services.audit.entries() if e.kind in ("step", "decision"))
-        bookings, feedback, logged = [], [], []
+        bookings, feedback, logged, sent_back = [], [], [], 0
         for event in events:
             run_id, is_drafted = run_id_for(event), event.id in drafted
+            replans = 0
             if is_drafted:
                 bookings.append((1, calendars.count(booking_uid(run_id))))
                 feedback.append((1, len(services.feedback.for_run(run_id))))
                 logged.append((1, audit.pop((run_id, "decision", None), 0)))
+                replans = len(orch.state(run_id).conflicts)
+                sent_back += replans
             for step in DRAFTED_STEPS if is_drafted else RECORDED_STEPS:
-                logged.append((1, audit.pop((run_id, "step", step), 0)))
+                logged.append((1 + (replans if step in REPLANNED_STEPS else 0), audit.pop((run_id, "step", step), 0)))
         logged += [(0, count) for count in audit.values()]  # entries no event should have made
-    return {"bookings": _tally(bookings), "feedback": _tally(feedback), "audit": _tally(logged)}
+    return {"bookings": _tally(bookings), "feedback": _tally(feedback), "audit": _tally(logged)}, sent_back
+
+
+def _adopt(orch: Orchestrator, run_id: str, rep_id: str) -> None:
+    """Adopt a waiting run; if its slot went to another run of the burst meanwhile, adopt again on the new slots."""
+    for _ in range(MAX_SEND_BACKS):
+        try:
+            orch.decide(run_id, adopt(rep_id))
+            return
+        except SentBack:
+            continue
+    raise AssertionError(f"run {run_id} was sent back {MAX_SEND_BACKS} times")
 
 
 def _tally(pairs: list[tuple[int, int]]) -> SideEffect:
