@@ -35,7 +35,8 @@ SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?:\s*\[[A-Z]\d+\])*(?=\s|$)|$)", re.S)
 ITEM = re.compile(r"^(?:[-*\u2022]|\d+[.)])\s+(.*)$")
 GREETING_WORDS = r"(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings)"
 GREETING_LINE = re.compile(rf"^{GREETING_WORDS}\b", re.I)
-GREETING_INLINE = re.compile(rf"^({GREETING_WORDS}\b[^,.!?\n]{{0,40}},)\s+(\S.*)$", re.I | re.S)
+# "Hi Chloe, thanks for ..." greets Chloe; "Hi Chloe, Ana, Li, ..." greets a list of people, which greets nobody.
+GREETING_INLINE = re.compile(rf"^({GREETING_WORDS}\b[^,.!?\n]{{0,40}},)\s+(?![A-Z][\w'-]*\s*,)(\S.*)$", re.I | re.S)
 
 
 class _Model(BaseModel):
@@ -309,6 +310,10 @@ class _Rule(_Model):
     # Whether the rule depends on the event, so that a constant text cannot meet it.
     event_dependent: ClassVar[bool] = False
 
+    def applies(self, view: View) -> bool:
+        """Whether the event gives the rule something to ask for (a rule that does not apply is met)."""
+        return True
+
     def problem(self, doc: Doc, view: View) -> str | None:
         raise NotImplementedError
 
@@ -374,7 +379,7 @@ class CitesCaseResult(_Rule):
         return bool(view.results)
 
     def problem(self, doc: Doc, view: View) -> str | None:
-        if not view.results or any(_cites(plain(s.text), r) for s in doc.body for r in view.results):
+        if not view.results or any(_cites(s.text, r) for s in doc.body for r in view.results):
             return None
         sentence, marker, found = view.results[0]
         return f"cites no measured result of a similar case (such as {marker}: {sorted(found)[0]})"
@@ -430,18 +435,20 @@ class AnyOf(_Rule):
     """One of several ways to meet a preference; the rep's edit takes the first that applies to the event."""
 
     kind: Literal["any_of"]
-    rules: list[Annotated[Union[CitesCaseResult, ProposesSlot, NamesAccount, RefersToRequest], Field(discriminator="kind")]] = Field(min_length=2)
+    rules: list[Annotated[Union[CitesCaseResult, ProposesSlot, NamesAccount, RefersToRequest], Field(discriminator="kind")]] = Field(
+        min_length=2)
     event_dependent: ClassVar[bool] = True
 
     def problem(self, doc: Doc, view: View) -> str | None:
-        problems = [rule.problem(doc, view) for rule in self.rules]
-        if any(p is None for p in problems):
+        # Only the ways this event offers count: no proposed slot must not make "or proposes the slot" true.
+        problems = [rule.problem(doc, view) for rule in self.rules if rule.applies(view)]
+        if not problems or any(p is None for p in problems):
             return None
         return " and ".join(problems)
 
     def repair(self, doc: Doc, view: View) -> Doc:
         for rule in self.rules:
-            if getattr(rule, "applies", lambda _: True)(view):
+            if rule.applies(view):
                 return rule.repair(doc, view)
         return doc
 
@@ -529,11 +536,18 @@ class MaxWords(_Rule):
         for spare_only in (True, False):
             for seg in reversed([s for s in doc.segments if s.kind in ("sentence", "item") and s.origin is not None]):
                 if word_count(doc.text) <= self.limit:
-                    return doc
+                    return _without_empty_headings(doc)
                 trial = without(doc, lambda s, seg=seg: s is seg)
                 if not spare_only or needed(trial) <= needed(doc):
                     doc = trial
-        return doc
+        return _without_empty_headings(doc)
+
+
+def _without_empty_headings(doc: Doc) -> Doc:
+    """A heading whose items were all dropped heads nothing."""
+    kept = [s for i, s in enumerate(doc.segments)
+            if s.kind != "heading" or (i + 1 < len(doc.segments) and doc.segments[i + 1].kind == "item")]
+    return Doc(kept)
 
 
 class NextStepsList(_Rule):
@@ -571,7 +585,9 @@ class NextStepsList(_Rule):
                 break
             items.append(Segment("item", template.format(**fields)))
         prose = [s for s in doc.segments if s.kind not in ("item", "heading")]
-        return Doc([*prose, Segment("heading", self.heading), *items])
+        # The list goes after the body, but before a closing question, which stays the last word.
+        at = len(prose) - 1 if prose and prose[-1].kind == "sentence" and plain(prose[-1].text).strip().endswith("?") else len(prose)
+        return Doc([*prose[:at], Segment("heading", self.heading), *items, *prose[at:]])
 
 
 class EndsWithQuestion(_Rule):
