@@ -9,6 +9,7 @@ only the parts that break the rep's preferences and keeps the rest, the way a pe
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agents.inbox import HumanResponse, adopt, edit, reject
 from configs.loader import load_yaml_model
+from tools.crm.source import CRMDataError
 
 if TYPE_CHECKING:
     from agents.state import RunState
@@ -28,6 +30,8 @@ SUITE_FILE = Path(__file__).resolve().parent.parent / "configs" / "reps" / "suit
 # Longest first, so "Pte. Ltd." is stripped before "Ltd.".
 LEGAL_SUFFIXES = sorted(["S.A. de C.V.", "sp. z o.o.", "Pte. Ltd.", "Pvt. Ltd.", "Pty Ltd", "Inc.", "Ltd.", "Ltd", "GmbH",
                          "SAS", "S.A.S.", "B.V.", "K.K.", "Ltda.", "SpA", "S.A.", "LLC", "AG", "plc"], key=len, reverse=True)
+# What a rep's edit templates may say (View.fields).
+TEMPLATE_FIELDS = {"first_name", "contact", "account", "topic", "case_result", "case_marker", "consultant", "slot_day", "slot_time"}
 MARKER = re.compile(r"\s*\[[A-Z]\d+\]")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # A sentence ends at . ! or ? followed by whitespace or the end, with the citation markers that close it.
@@ -97,7 +101,7 @@ def _account_name(crm: _Accounts | None, account_id: str) -> str | None:
         return None
     try:
         return crm.account(account_id).name
-    except Exception:  # noqa: BLE001 - an erased or unknown account: the rep simply cannot check that name
+    except CRMDataError:  # an account gone from the mirror since indexing: the rep cannot check for that name
         return None
 
 
@@ -309,6 +313,15 @@ class _Rule(_Model):
     phase: ClassVar[str] = "add"
     # Whether the rule depends on the event, so that a constant text cannot meet it.
     event_dependent: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _templates_use_known_fields(self) -> _Rule:
+        texts = [getattr(self, "fix", None), *getattr(self, "items", [])]
+        for text in filter(None, texts):
+            unknown = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None} - TEMPLATE_FIELDS
+            if unknown:
+                raise ValueError(f"{text!r} uses {sorted(unknown)}; a rep's text may use {sorted(TEMPLATE_FIELDS)}")
+        return self
 
     def applies(self, view: View) -> bool:
         """Whether the event gives the rule something to ask for (a rule that does not apply is met)."""

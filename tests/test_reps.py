@@ -360,6 +360,10 @@ def test_a_rep_without_an_event_dependent_preference_is_refused(tmp_path):
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="event_dependent"):
         load_suite(tmp_path / "suite.yaml")
+    raw["reps"][-1]["rules"] = [{"kind": "names_account", "fix": "For {acount}."}]
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="uses \\['acount'\\]"):
+        load_suite(tmp_path / "suite.yaml")
 
 
 def test_markers_are_kept_by_an_edit_and_ignored_by_the_checks(varied):
