@@ -36,6 +36,8 @@ MARKER = re.compile(r"\s*\[[A-Z]\d+\]")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # A sentence ends at . ! or ? followed by whitespace or the end, with the citation markers that close it.
 SENTENCE = re.compile(r"\S.*?(?:[.!?]+(?:\s*\[[A-Z]\d+\])*(?=\s|$)|$)", re.S)
+ABBREVIATIONS = {"Inc.", "Ltd.", "Pte.", "Pvt.", "Co.", "Corp.", "Ltda.", "K.K.", "B.V.", "S.A.", "C.V.", "o.o.", "S.A.S.",
+                 "e.g.", "i.e.", "Dr.", "Mr.", "Ms.", "Mrs.", "St.", "vs."}
 ITEM = re.compile(r"^(?:[-*\u2022]|\d+[.)])\s+(.*)$")
 GREETING_WORDS = r"(?:hi|hello|hey|dear|good (?:morning|afternoon|evening)|greetings)"
 GREETING_LINE = re.compile(rf"^{GREETING_WORDS}\b", re.I)
@@ -200,7 +202,7 @@ class View:
         won = [c for c in self.ctx.cases if c.outcome == "won"]
         for pick in (lambda s: s[-1:], lambda s: [x for x in s if not x.startswith(("We sold", "We pitched"))]):
             found = [(sentence.strip(), case.marker, numbers(sentence)) for case in won
-                     for sentence in pick([m.group(0) for m in SENTENCE.finditer(case.summary)]) if numbers(sentence)]
+                     for sentence in pick(sentences(case.summary)) if numbers(sentence)]
             if found:
                 return found
         return []
@@ -264,8 +266,20 @@ def parse(draft: str) -> Doc:
         elif line.endswith(":") and len(line.split()) <= 5:
             segments.append(Segment("heading", line, block, len(segments)))
         else:
-            segments += [Segment("sentence", m.group(0).strip(), block, len(segments) + i) for i, m in enumerate(SENTENCE.finditer(line))]
+            segments += [Segment("sentence", text, block, len(segments) + i) for i, text in enumerate(sentences(line))]
     return Doc(segments)
+
+
+def sentences(text: str) -> list[str]:
+    """`text` cut into sentences; a cut after an abbreviation ("Pte. Ltd.", "Dr.") is undone, so names stay whole."""
+    found: list[str] = []
+    for match in SENTENCE.finditer(text):
+        piece = match.group(0).strip()
+        if found and found[-1].split()[-1] in ABBREVIATIONS:
+            found[-1] += " " + piece
+        else:
+            found.append(piece)
+    return found
 
 
 def render(segments: Sequence[Segment]) -> str:

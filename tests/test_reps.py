@@ -156,7 +156,7 @@ def _first_exclaimed(parts: list[Part]) -> list[Part]:
     return [*parts[:i], Part("plain", parts[i].text.rstrip(".") + "!"), *parts[i + 1 :]]
 
 
-Breaker = Callable[[list[Part], Rep, View, dict], "list[Part] | None"]
+Breaker = Callable[[list[Part], Rep, View, object], "list[Part] | None"]
 # One way to break each kind of preference; None when the event gives nothing to break it with.
 BREAKERS: dict[str, Breaker] = {
     "greets_contact": lambda parts, rep, view, rule: [p for p in parts if p.tag != "greeting"],
