@@ -48,7 +48,8 @@ FILLER = "We will keep you informed about every step of the project as it moves 
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory, demo_source):
+def review_services(tmp_path_factory, demo_source):
+    """Services on a copy of the demo CRM with the cases indexed; the model is never loaded."""
     root = tmp_path_factory.mktemp("reps")
     shutil.copytree(demo_source, root / "data")
     raw = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -70,16 +71,17 @@ def run_until_review(services: Services, event) -> RunState:
 
 
 @pytest.fixture(scope="module")
-def test_contexts(services) -> list[ReviewContext]:
+def heldout_contexts(review_services) -> list[ReviewContext]:
+    services = review_services
     crm_dir = services.settings.resolve(services.settings.crm.path)
     return [ReviewContext.from_run_state(run_until_review(services, e), services.crm) for e in split_events("test", crm_dir)]
 
 
 @pytest.fixture(scope="module")
-def varied(test_contexts) -> list[ReviewContext]:
+def varied(heldout_contexts) -> list[ReviewContext]:
     """Six test-part contexts of six different contacts."""
     picked: dict[str, ReviewContext] = {}
-    for ctx in test_contexts:
+    for ctx in heldout_contexts:
         picked.setdefault(ctx.contact_name, ctx)
     assert len(picked) >= 6
     return list(picked.values())[:6]
@@ -294,26 +296,27 @@ def many_numbers_draft() -> str:
     return KITCHEN_SINK + " Customers saw gains of " + ", ".join(f"{n}%" for n in range(1, 100)) + "."
 
 
-def test_no_constant_text_pleases_any_rep_on_more_than_a_small_share_of_test_events(services, test_contexts):
-    constants = {"kitchen sink": KITCHEN_SINK, "all names": all_names_draft(services), "many numbers": many_numbers_draft()}
+def test_no_constant_text_pleases_any_rep_on_more_than_a_small_share_of_test_events(review_services, heldout_contexts):
+    constants = {"kitchen sink": KITCHEN_SINK, "all names": all_names_draft(review_services), "many numbers": many_numbers_draft()}
     shares = {}
     for rep in REPS:
         for name, text in constants.items():
-            shares[rep.rep_id, name] = sum(rep.review(text, ctx).type == "accept" for ctx in test_contexts) / len(test_contexts)
+            shares[rep.rep_id, name] = sum(rep.review(text, ctx).type == "accept" for ctx in heldout_contexts) / len(heldout_contexts)
     assert all(share <= 0.1 for share in shares.values()), shares
 
 
-def test_one_events_ideal_draft_does_not_carry_to_other_accounts(test_contexts):
+def test_one_events_ideal_draft_does_not_carry_to_other_accounts(heldout_contexts):
     """The rep's own edit for one event, sent unchanged for every other event, is not what it wants there."""
     for rep in REPS:
-        first = test_contexts[0]
+        first = heldout_contexts[0]
         constant = rep.fix(KITCHEN_SINK, first)
-        others = [ctx for ctx in test_contexts if ctx.account_id != first.account_id]
+        others = [ctx for ctx in heldout_contexts if ctx.account_id != first.account_id]
         share = sum(rep.review(constant, ctx).type == "accept" for ctx in others) / len(others)
         assert share <= 0.34, (rep.rep_id, share)
 
 
-def test_the_review_context_is_the_runs_lead_request_cases_and_plan(services):
+def test_the_review_context_is_the_runs_lead_request_cases_and_plan(review_services):
+    services = review_services
     crm_dir = services.settings.resolve(services.settings.crm.path)
     event = split_events("test", crm_dir, limit=1)[0]
     state = run_until_review(services, event)
