@@ -312,7 +312,7 @@ def test_one_events_ideal_draft_does_not_carry_to_other_accounts(heldout_context
         constant = rep.fix(KITCHEN_SINK, first)
         others = [ctx for ctx in heldout_contexts if ctx.account_id != first.account_id]
         share = sum(rep.review(constant, ctx).type == "accept" for ctx in others) / len(others)
-        assert share <= 0.34, (rep.rep_id, share)
+        assert share <= 0.2, (rep.rep_id, share)  # measured: at most 2 of 20, the content rep where cases coincide
 
 
 def test_the_review_context_is_the_runs_lead_request_cases_and_plan(review_services):
