@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,18 +20,27 @@ REQUESTS = [
 ]
 
 
-def inbound_email_stream(crm_dir: Path, count: int, seed: int = 0, start: datetime | None = None) -> list[CRMEvent]:
-    """`count` deterministic inbound emails, each from a real contact of the snapshot, one hour apart."""
+def inbound_email_stream(crm_dir: Path, count: int, seed: int = 0, start: datetime | None = None,
+                         account_ids: Collection[str] | None = None, id_prefix: str | None = None) -> list[CRMEvent]:
+    """`count` deterministic inbound emails, each from a real contact of the snapshot, one hour apart.
+
+    `account_ids` draws only from those accounts' contacts (the evaluation split's parts); `id_prefix` names the
+    events `<id_prefix>-0000`, … instead of `stream-<seed>-0000`. Without them the stream is what it always was."""
     rng = random.Random(seed)
     contacts = JsonSnapshotCRM(crm_dir).contacts()
+    if account_ids is not None:
+        contacts = [c for c in contacts if c.account_id in account_ids]
+        if not contacts:
+            raise ValueError(f"no contact of accounts {sorted(account_ids)} in {crm_dir}; generate the demo CRM the split was drawn from")
     start = start or datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
+    prefix = id_prefix or f"stream-{seed}"
     events = []
     for i in range(count):
         contact = rng.choice(contacts)
         subject, body = rng.choice(REQUESTS)
-        payload = InboundEmailPayload(message_id=f"<stream-{seed}-{i}@demo>", from_email=contact.email, subject=subject,
+        payload = InboundEmailPayload(message_id=f"<{prefix}-{i}@demo>", from_email=contact.email, subject=subject,
                                       body=f"Hello,\n\n{body.format(n=rng.randint(2, 12))}\n\n{contact.full_name}")
-        events.append(CRMEvent(id=f"stream-{seed}-{i:04d}", type="inbound_email", occurred_at=start + timedelta(hours=i),
+        events.append(CRMEvent(id=f"{prefix}-{i:04d}", type="inbound_email", occurred_at=start + timedelta(hours=i),
                                source="demo-stream", payload=payload))
     return events
 

@@ -1,7 +1,9 @@
-"""A simulated sales rep with hidden preferences: a public test double for the learning loop.
+"""The first simulated sales rep: one rep with hidden preferences, judging the draft text alone.
 
-It decides on drafts the way a strict rep would (adopt, edit into shape, or reject with a reason),
-so the loop from feedback to fine-tuning can be measured end to end without people.
+Kept for bench/hfrl_loop.py and tests/test_learning_loop.py. Its preferences can be met by one constant
+sentence (its own `opening`, which every edit prepends), so a round can learn to emit that sentence: issue 15.
+Measure learning with the suite in feedback/reps.py, whose reps read the run's context and cannot be
+pleased by a constant text.
 """
 
 from __future__ import annotations
