@@ -30,7 +30,7 @@ def with_rep_examples(services: Services, state: RunState, messages: list[ChatMe
     started = time.perf_counter()
     try:
         found = recall(services.feedback, services.embedder, services.crm, services.consent, settings,
-                       deciding_rep(services, state), lead_text(messages), services.clock())
+                       deciding_rep(services, state), state.route.prompt, lead_text(messages), services.clock())
         shown, block = fit_examples(found.examples[: settings.examples], messages, services.llm.count_tokens, settings)
     except Exception as exc:  # noqa: BLE001 - examples help the model; without them the draft goes on as before
         notes.append(f"rep memory unavailable ({type(exc).__name__}: {str(exc)[:200]}); drafting without examples")
@@ -44,8 +44,8 @@ def with_rep_examples(services: Services, state: RunState, messages: list[ChatMe
 def fit_examples(examples: list[Example], messages: list[ChatMessage], count_tokens: Callable[[str], int],
                  settings: MemorySettings) -> tuple[list[Example], str | None]:
     """The most similar examples whose block fits both budgets, and the block; the prompt itself is never cut."""
-    base = sum(count_tokens(m.content) for m in messages)
     kept = list(examples)
+    base = sum(count_tokens(m.content) for m in messages) if kept else 0
     while kept:
         block = render_examples(kept)
         used = count_tokens(block)

@@ -2,9 +2,10 @@
 
 The feedback store is the memory: the rep's own adopt and edit decisions, newest first, within `max_age_days`. A
 decision is used only if its lead allows `model_training` (the purpose fine-tuning checks: showing a decision to the
-model is learning from it) and its lead is a CRM contact whose contact data can be redacted from the text. Erased
-decisions are gone from the store, so they are never found. What is left is ranked by how similar the two leads are:
-the embedder compares the `<customer_data>` block of the chat each was drafted from.
+model is learning from it), it was drafted with the same prompt (the same kind of text), and its lead is a CRM contact
+whose contact data can be redacted from the text. Erased decisions are gone from the store, so they are never found.
+What is left is ranked by how similar the two leads are: the embedder compares the `<customer_data>` block of the chat
+each was drafted from.
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ class Example(BaseModel):
     run_id: str
     lead_id: str
     decision: str
-    text: str = Field(description="the final text, markers removed, the other lead's contact data replaced by plain words")
-    final_sha256: str = Field(description="hash of the final as stored: the audit log's decision entry holds the same")
+    text: str = Field(description="the final, markers removed, its lead's contact data replaced by plain words")
+    final_sha256: str = Field(description="hash of the final as stored: the audit log's decision entry has it too")
     similarity: float
     recorded_at: datetime
 
     def source_ref(self) -> SourceRef:
-        note = f"run {self.run_id}; {self.decision} decision; lead similarity {self.similarity:.2f}; contact data redacted"
+        similar = f"lead similarity {self.similarity:.2f}"
+        note = f"run {self.run_id}; {self.decision} decision; {similar}; contact data redacted"
         return SourceRef(kind="feedback", id=self.record_id, field=self.decision, version=self.final_sha256, note=note)
 
 
@@ -65,8 +67,8 @@ def lead_text(messages: list[ChatMessage]) -> str:
 
 
 def recall(store: FeedbackStore, embedder: Embedder, crm: CRMSource, policy: ConsentPolicy, settings: MemorySettings,
-           rep_id: str, query: str, now: datetime) -> Recall:
-    """The rep's usable past finals, most similar to `query` (this lead's text) first."""
+           rep_id: str, prompt_name: str, query: str, now: datetime) -> Recall:
+    """The rep's usable past finals drafted with `prompt_name`, most similar to `query` (this lead's text) first."""
     records = store.recent_finals(rep_id, now - timedelta(days=settings.max_age_days), settings.candidates)
     may_learn = consent_checker(crm, policy)
     left_out: Counter[str] = Counter()
@@ -74,6 +76,8 @@ def recall(store: FeedbackStore, embedder: Embedder, crm: CRMSource, policy: Con
     for record in records:
         if not record.final_text or not record.final_text.strip():
             left_out["no final text"] += 1
+        elif record.prompt_name != prompt_name:  # a reply to an objection is no example for a proposal
+            left_out[f"not a {prompt_name} draft"] += 1
         elif not may_learn(record.lead_id):
             left_out["no model_training consent"] += 1
         elif (text := redacted_final(record, crm)) is None:
@@ -92,7 +96,8 @@ def redacted_final(record: FeedbackRecord, crm: CRMSource) -> str | None:
         account = crm.account(contact.account_id)
     except CRMDataError:  # a form lead, or one erased since: fail closed, the text may hold data we cannot find
         return None
-    known = {"full_name": contact.full_name, "email": contact.email, "phone": contact.phone, "account_name": account.name}
+    known = {"full_name": contact.full_name, "email": contact.email, "phone": contact.phone,
+             "account_name": account.name}
     return redact(MARKERS.sub("", record.final_text or "").strip(), known)
 
 
@@ -106,8 +111,8 @@ def _ranked(usable: list[tuple[FeedbackRecord, str]], query: str, embedder: Embe
 
 
 def _example(record: FeedbackRecord, text: str, similarity: float) -> Example:
-    return Example(record_id=record.id, run_id=record.run_id, lead_id=record.lead_id, decision=record.decision, text=text,
-                   final_sha256=sha256_text(record.final_text or ""), similarity=round(similarity, 4),
+    return Example(record_id=record.id, run_id=record.run_id, lead_id=record.lead_id, decision=record.decision,
+                   text=text, final_sha256=sha256_text(record.final_text or ""), similarity=round(similarity, 4),
                    recorded_at=record.recorded_at)
 
 

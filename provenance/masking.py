@@ -182,13 +182,13 @@ NEUTRAL_WORDS = {"PERSON": "the contact", "EMAIL": "their e-mail address", "PHON
 
 
 def redact(text: str, known: Mapping[str, str | None], words: Mapping[str, str] = NEUTRAL_WORDS) -> str:
-    """`text` with the known values (field → value) and anything e-mail- or phone-shaped replaced for good by plain words.
+    """`text` with the known values (field → value) and anything e-mail- or phone-shaped replaced for good by words.
 
     A field of another kind (e.g. `account_name`) becomes "the customer" unless `words` names it."""
     masker = Masker(known)
     masked = masker.mask(text)
-    return _PLACEHOLDER.sub(lambda m: words.get(m.group(1), "the customer") if m.group() in masker.mapping.placeholders
-                            else m.group(), masked)
+    made = masker.mapping.placeholders  # a placeholder-like text that was there before is kept as written
+    return _PLACEHOLDER.sub(lambda m: words.get(m.group(1), "the customer") if m.group() in made else m.group(), masked)
 
 
 def mask_row(row: dict, masker: Masker) -> dict:

@@ -52,16 +52,21 @@ def final_naming(lead: LeadProfile, email: str, phone: str | None, opening: str)
 
 
 def past(services: Services, lead: LeadProfile, n: int, final: str | None, rep: str = REP, decision: str = "edit",
-         age: timedelta = timedelta(days=1)) -> FeedbackRecord:
+         age: timedelta = timedelta(days=1), prompt: str = "draft_proposal") -> FeedbackRecord:
     record = FeedbackRecord(
         id=f"run-past-{n}:decision", run_id=f"run-past-{n}", event_id=f"evt-past-{n}", lead_id=lead.lead_id, rep_id=rep,
         decision=decision, reason="not for us" if decision == "reject" else None, messages=chat_for(lead),
         draft="A draft.", final_text=final, model_id="SmolLM2-135M-Instruct-Q4_1", model_version="a" * 64,
-        adapter_id=None, prompt_name="draft_proposal", prompt_sha256=load_prompt("draft_proposal").sha256,
+        adapter_id=None, prompt_name=prompt, prompt_sha256=load_prompt(prompt).sha256,
         sources=[SourceRef(kind="human", id=rep)], decided_at=FIXED_NOW - age, recorded_at=FIXED_NOW - age,
     )
     assert services.feedback.append(record)
     return record
+
+
+def personal_data(contact, account_name: str) -> list[str]:
+    """What must not reach an example: the contact's name, each part of it, e-mail, phone; and the company's name."""
+    return [v for v in (contact.full_name, *contact.full_name.split(), contact.email, contact.phone, account_name) if v]
 
 
 def set_consent(data_dir: Path, contact_id: str, name: str, flag: dict) -> None:
@@ -74,31 +79,34 @@ def set_consent(data_dir: Path, contact_id: str, name: str, flag: dict) -> None:
 
 
 def recalled(services: Services, query_lead: LeadProfile, settings: MemorySettings = MEMORY):
-    return recall(services.feedback, services.embedder, services.crm, services.consent, settings, REP,
+    return recall(services.feedback, services.embedder, services.crm, services.consent, settings, REP, "draft_proposal",
                   lead_text(chat_for(query_lead)), FIXED_NOW)
 
 
 @pytest.fixture
 def leads(services, data_dir) -> dict[str, LeadProfile]:
-    return {name: lead_of(services, data_dir, name) for name in ("delivery-slip", "security-review", "06-deal-stage-change")}
+    names = ("delivery-slip", "security-review", "06-deal-stage-change")
+    return {name: lead_of(services, data_dir, name) for name in names}
 
 
 def test_only_the_reps_own_recent_finals_come_back_most_similar_first_and_redacted(services, leads):
     slip, security = leads["delivery-slip"], leads["security-review"]
     other = services.crm.contact(security.lead_id)
-    same = past(services, slip, 1, final_naming(slip, slip.email, None, "we keep the quoted price and move the delivery"))
+    same = past(services, slip, 1, final_naming(slip, slip.email, None, "we keep the price and move the delivery"))
     near = past(services, security, 2, final_naming(security, other.email, other.phone, "we send the SOC 2 report"))
     past(services, slip, 3, "Another rep's text.", rep="rep-someone-else")
     past(services, slip, 4, None, decision="reject")
     past(services, slip, 5, "Too old to recall.", age=timedelta(days=MEMORY.max_age_days + 1))
+    past(services, slip, 6, "A reply to an objection.", prompt="objection_handling")
 
     found = recalled(services, slip)
 
     assert [e.record_id for e in found.examples] == [same.id, near.id], "the same lead's final is the most similar"
-    assert found.considered == 2 and found.examples[0].similarity > found.examples[1].similarity
+    assert found.considered == 3 and found.left_out == {"not a draft_proposal draft": 1}
+    assert found.examples[0].similarity > found.examples[1].similarity
     for example, lead in ((found.examples[0], slip), (found.examples[1], security)):
         contact = services.crm.contact(lead.lead_id)
-        for value in filter(None, (contact.full_name, *contact.full_name.split(), contact.email, contact.phone, lead.account_name)):
+        for value in personal_data(contact, lead.account_name):
             assert value not in example.text, f"{value!r} of {lead.lead_id} reached an example"
         assert "[L1]" not in example.text and "Dear the contact," in example.text
     ref = found.examples[1].source_ref()
@@ -135,11 +143,13 @@ def test_examples_are_trimmed_least_similar_first_and_the_prompt_is_never_cut(se
 
     kept, block = fit_examples(examples, messages, words, MEMORY)
     assert kept == examples and block == render_examples(examples)
-    kept, _ = fit_examples(examples, messages, words, MEMORY.model_copy(update={"max_tokens": words(render_examples(examples[:2]))}))
+    two = MEMORY.model_copy(update={"max_tokens": words(render_examples(examples[:2]))})
+    kept, _ = fit_examples(examples, messages, words, two)
     assert kept == examples[:2], "over the examples' budget the least similar goes"
     tight = MEMORY.model_copy(update={"prompt_budget_tokens": base + words(render_examples(examples[:1]))})
     assert fit_examples(examples, messages, words, tight)[0] == examples[:1], "the whole prompt's budget holds too"
-    assert fit_examples(examples, messages, words, MEMORY.model_copy(update={"prompt_budget_tokens": base})) == ([], None)
+    full = MEMORY.model_copy(update={"prompt_budget_tokens": base})
+    assert fit_examples(examples, messages, words, full) == ([], None), "no room: no examples, and the prompt is whole"
 
 
 def test_a_draft_shows_the_reps_examples_traces_them_and_leaks_no_other_account(tmp_path, data_dir, model_dir, leads):
@@ -147,21 +157,21 @@ def test_a_draft_shows_the_reps_examples_traces_them_and_leaks_no_other_account(
     raw = config_dict(data_dir, model_dir)
     raw["memory"] = {"enabled": True}
     (tmp_path / "memory.yaml").write_text(yaml.safe_dump(raw))
-    services = Services(load_settings(tmp_path / "memory.yaml", env={}), clock=lambda: FIXED_NOW)
-    rep = slip.owner_rep_id or services.settings.rep_id
-    other = services.crm.contact(security.lead_id)
-    shown = past(services, security, 1, final_naming(security, other.email, other.phone, "we answer the questionnaire"), rep=rep)
-    past(services, security, 2, "Someone else's style: never shown.", rep=f"{rep}-not")
-
-    state = RunState(run_id="r-memory", event=event(data_dir, "delivery-slip"))
-    for node in (normalize, draft_proposal):  # the draft needs the lead only: no cases, so one model load is the cost
-        update = node(state, Runtime(context=services))
-        state = state.model_copy(update={**update, "trace": state.trace + update.pop("trace")})
+    with Services(load_settings(tmp_path / "memory.yaml", env={}), clock=lambda: FIXED_NOW) as services:
+        rep = slip.owner_rep_id or services.settings.rep_id
+        other = services.crm.contact(security.lead_id)
+        final = final_naming(security, other.email, other.phone, "we answer the questionnaire")
+        shown = past(services, security, 1, final, rep=rep)
+        past(services, security, 2, "Someone else's style: never shown.", rep=f"{rep}-not")
+        state = RunState(run_id="r-memory", event=event(data_dir, "delivery-slip"))
+        for node in (normalize, draft_proposal):  # the draft needs the lead only: no cases, one model load
+            update = node(state, Runtime(context=services))
+            state = state.model_copy(update={**update, "trace": state.trace + update.pop("trace")})
 
     prompt = "\n".join(m.content for m in state.draft.messages)
     assert "<rep_examples>" in prompt and "we answer the questionnaire" in prompt
     assert "never shown" not in prompt
-    for value in filter(None, (other.full_name, *other.full_name.split(), other.email, other.phone, security.account_name)):
+    for value in personal_data(other, security.account_name):
         assert value not in prompt, f"{value!r} of another account reached the prompt"
     (step,) = [s for s in state.trace if s.step == "draft_proposal"]
     assert SourceRef(kind="feedback", id=shown.id, field="edit", version=sha256_text(shown.final_text)) in [
