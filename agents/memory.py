@@ -70,6 +70,7 @@ def _prepend(messages: list[ChatMessage], block: str) -> list[ChatMessage]:
 def _summary(found: Recall, shown: list[Example], rep_id: str, seconds: float) -> str:
     left_out = "; ".join(f"{n} {why}" for why, n in found.left_out.items())
     trimmed = len(found.examples) - len(shown)
-    return (f"rep memory: {len(shown)} example(s) of {rep_id}'s shown, from {found.considered} recent decision(s)"
+    return (f"rep memory: {len(shown)} of {rep_id}'s past finals shown, from {found.considered} recent adopt or edit"
+            " decision(s)"
             f"{f'; {trimmed} more left out for K or the token budget' if trimmed else ''}"
             f"{f'; left out: {left_out}' if left_out else ''}; retrieval {seconds * 1000:.0f} ms")

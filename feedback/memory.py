@@ -70,6 +70,15 @@ def recall(store: FeedbackStore, embedder: Embedder, crm: CRMSource, policy: Con
            rep_id: str, prompt_name: str, query: str, now: datetime) -> Recall:
     """The rep's usable past finals drafted with `prompt_name`, most similar to `query` (this lead's text) first."""
     records = store.recent_finals(rep_id, now - timedelta(days=settings.max_age_days), settings.candidates)
+    usable, left_out = _screen(records, prompt_name, crm, policy)
+    examples = [e for e in _ranked(usable, query, embedder) if e.similarity >= settings.min_similarity]
+    left_out["below min_similarity"] += len(usable) - len(examples)
+    return Recall(examples=examples, considered=len(records), left_out={k: n for k, n in left_out.items() if n})
+
+
+def _screen(records: list[FeedbackRecord], prompt_name: str, crm: CRMSource,
+            policy: ConsentPolicy) -> tuple[list[tuple[FeedbackRecord, str]], Counter[str]]:
+    """The records that may be shown, each with its redacted final, and why the others may not."""
     may_learn = consent_checker(crm, policy)
     left_out: Counter[str] = Counter()
     usable: list[tuple[FeedbackRecord, str]] = []
@@ -84,9 +93,7 @@ def recall(store: FeedbackStore, embedder: Embedder, crm: CRMSource, policy: Con
             left_out["lead not in the CRM: its contact data cannot be redacted"] += 1
         else:
             usable.append((record, text))
-    examples = [e for e in _ranked(usable, query, embedder) if e.similarity >= settings.min_similarity]
-    left_out["below min_similarity"] += len(usable) - len(examples)
-    return Recall(examples=examples, considered=len(records), left_out={k: n for k, n in left_out.items() if n})
+    return usable, left_out
 
 
 def redacted_final(record: FeedbackRecord, crm: CRMSource) -> str | None:

@@ -179,4 +179,4 @@ def test_a_draft_shows_the_reps_examples_traces_them_and_leaks_no_other_account(
     assert load_prompt("rep_examples").source_ref() in step.inputs
     assert step.prompt_name == "draft_proposal", "the draft's own prompt stays the step's prompt"
     (note,) = [n for n in step.notes if n.startswith("rep memory:")]
-    assert "1 example(s)" in note and "retrieval" in note
+    assert f"1 of {rep}'s past finals shown" in note and "retrieval" in note
