@@ -27,15 +27,16 @@ def with_rep_examples(services: Services, state: RunState, messages: list[ChatMe
     settings = services.settings.memory
     if not settings.enabled:
         return messages, []
-    started = time.perf_counter()
     try:
+        started = time.perf_counter()
         found = recall(services.feedback, services.embedder, services.crm, services.consent, settings,
                        deciding_rep(services, state), state.route.prompt, lead_text(messages), services.clock())
+        seconds = time.perf_counter() - started  # before counting tokens: the first count loads the model
         shown, block = fit_examples(found.examples[: settings.examples], messages, services.llm.count_tokens, settings)
     except Exception as exc:  # noqa: BLE001 - examples help the model; without them the draft goes on as before
         notes.append(f"rep memory unavailable ({type(exc).__name__}: {str(exc)[:200]}); drafting without examples")
         return messages, []
-    notes.append(_summary(found, shown, deciding_rep(services, state), time.perf_counter() - started))
+    notes.append(_summary(found, shown, deciding_rep(services, state), seconds))
     if block is None:
         return messages, []
     return _prepend(messages, block), [load_prompt(PROMPT).source_ref(), *(e.source_ref() for e in shown)]

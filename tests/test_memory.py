@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from langgraph.runtime import Runtime
+from prov.model import ProvDerivation
 
 from agents.draft import draft_proposal
 from agents.memory import fit_examples, render_examples
@@ -20,9 +21,10 @@ from configs import load_settings
 from configs.settings import MemorySettings
 from feedback.memory import lead_text, recall
 from feedback.store import FeedbackRecord
+from orchestrator import RunInfo
 from prompts import load_prompt
 from provenance import SourceRef, sha256_text
-from provenance.prov_export import source_id
+from provenance.prov_export import draft_id, run_document, source_id
 from tests.conftest import FIXED_NOW, config_dict
 from tools.crm.event_file import load_events
 
@@ -174,9 +176,14 @@ def test_a_draft_shows_the_reps_examples_traces_them_and_leaks_no_other_account(
     for value in personal_data(other, security.account_name):
         assert value not in prompt, f"{value!r} of another account reached the prompt"
     (step,) = [s for s in state.trace if s.step == "draft_proposal"]
-    assert SourceRef(kind="feedback", id=shown.id, field="edit", version=sha256_text(shown.final_text)) in [
-        r.model_copy(update={"note": None}) for r in step.inputs]
+    (ref,) = [r for r in step.inputs if r.kind == "feedback"]
+    assert (ref.id, ref.field, ref.version) == (shown.id, "edit", sha256_text(shown.final_text))
     assert load_prompt("rep_examples").source_ref() in step.inputs
     assert step.prompt_name == "draft_proposal", "the draft's own prompt stays the step's prompt"
     (note,) = [n for n in step.notes if n.startswith("rep memory:")]
     assert f"1 of {rep}'s past finals shown" in note and "retrieval" in note
+    # The auditor's PROV document: the draft derives from the past final it was shown.
+    info = RunInfo(run_id=state.run_id, event_id=state.event.id, event_type=state.event.type, status="waiting",
+                   created_at=FIXED_NOW, updated_at=FIXED_NOW)
+    derived = {r.args[:2] for r in run_document(info, state, []).get_records(ProvDerivation)}
+    assert (draft_id(state.run_id), source_id(ref)) in derived
