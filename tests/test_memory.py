@@ -20,12 +20,13 @@ from agents.state import LeadProfile, RunState
 from configs import load_settings
 from configs.settings import MemorySettings
 from feedback.memory import lead_text, recall
-from feedback.store import FeedbackRecord
+from feedback.store import FeedbackRecord, FeedbackStore
 from orchestrator import RunInfo
 from prompts import load_prompt
 from provenance import SourceRef, sha256_text
 from provenance.prov_export import draft_id, run_document, source_id
 from tests.conftest import FIXED_NOW, config_dict
+from tests.postgres_server import database, postgres_server, postgres_url  # noqa: F401 - fixtures
 from tools.crm.event_file import load_events
 
 REP = "rep-memory"
@@ -114,6 +115,19 @@ def test_only_the_reps_own_recent_finals_come_back_most_similar_first_and_redact
     ref = found.examples[1].source_ref()
     assert (ref.kind, ref.id, ref.field, ref.version) == ("feedback", near.id, "edit", sha256_text(near.final_text))
     assert "run run-past-2" in ref.note and source_id(ref), "an auditor finds the decision, and PROV can name it"
+
+
+def test_the_store_reads_a_reps_recent_adopts_and_edits_newest_first_on_both_databases(database, services, leads):
+    slip = leads["delivery-slip"]
+    store = services.feedback = FeedbackStore(database)
+    rows = [(REP, "edit", 1), (REP, "adopt", 2), (REP, "reject", 1), ("rep-other", "edit", 1), (REP, "edit", 40),
+            (REP, "adopt", 3)]
+    for n, (rep, decision, days) in enumerate(rows, start=1):
+        past(services, slip, n, None if decision == "reject" else f"Final {n}.", rep=rep, decision=decision,
+             age=timedelta(days=days))
+    found = store.recent_finals(REP, FIXED_NOW - timedelta(days=30), limit=2)
+    assert [r.id for r in found] == ["run-past-1:decision", "run-past-2:decision"]
+    assert len(store.recent_finals(REP, FIXED_NOW - timedelta(days=30), limit=10)) == 3
 
 
 def test_withdrawn_training_consent_erasure_and_form_leads_keep_decisions_out(services, data_dir, leads):
