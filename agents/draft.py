@@ -11,6 +11,7 @@ from agents.citations import validate_markers
 from agents.consent import usable_facts
 from agents.fallback import fallback_draft, unusable_reason
 from agents.injection import allowed_for, describe, detect_injection, guard_draft, lead_texts, quote_as_data
+from agents.memory import with_rep_examples
 from agents.services import Services
 from agents.state import ProposalDraft, RunState
 from agents.tracing import StepTimer
@@ -53,6 +54,8 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     shown = [f.model_copy(update={"value": quote_as_data(f.value)}) for f in facts]
     prompt = load_prompt(state.route.prompt)
     messages = prompt.render(facts=shown, cases=state.cases, company=quote_as_data(lead.account_name))
+    # The rep's own approved texts for similar leads, as examples: off unless memory.enabled.
+    messages, memory_refs = with_rep_examples(services, state, messages, notes)
     # Read per run: a newly promoted adapter (or an A/B candidate) serves from the next event on, without a restart.
     adapter = services.adapters.route(state.run_id)
     generation, raw, fallback = _ask_model(services, state, messages, prompt.max_sentences, adapter, notes)
@@ -74,7 +77,7 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
         **_model_fields(services, None if fallback else generation),
     )
     inputs = [prompt.source_ref(), *([used.source_ref()] if fallback else []), *_model_refs(services, generation, fallback), *consent_refs,
-              *(f.source for f in facts), *(SourceRef(kind="case", id=c.case_id) for c in state.cases)]
+              *(f.source for f in facts), *(SourceRef(kind="case", id=c.case_id) for c in state.cases), *memory_refs]
     trace = timer.finish(inputs, _summary(draft, generation), model_id=generation.model_id if generation else None, adapter_id=draft.adapter_id,
                          prompt_name=used.name, prompt_sha256=used.sha256, notes=notes, fallback=fallback is not None)
     return {"draft": draft, "trace": [trace]}

@@ -187,6 +187,21 @@ class AttributionSettings(Strict):
     max_sources: int = Field(default=3, ge=1, le=20, description="most similar sources kept per sentence")
 
 
+class MemorySettings(Strict):
+    """In-context memory: the rep's recent approved texts for similar leads, shown to the model as examples."""
+
+    enabled: bool = Field(default=False, description="off by default: see the README's 'In-context memory' for why")
+    examples: int = Field(default=3, ge=1, le=10, description="at most this many examples (K) in a draft prompt")
+    max_age_days: int = Field(default=90, ge=1, description="only decisions recorded in this many days before the draft")
+    candidates: int = Field(default=20, ge=1, le=200,
+                            description="the rep's most recent decisions compared by similarity: each is one embedding")
+    max_tokens: int = Field(default=256, ge=16, description="tokens the examples block may add to the prompt")
+    prompt_budget_tokens: int = Field(
+        default=1024, ge=128,
+        description="the whole draft prompt with examples; over it, examples are dropped first (least similar first)")
+    min_similarity: float = Field(default=0.0, ge=-1, le=1, description="cosine similarity of the two leads' texts")
+
+
 class TelemetrySettings(Strict):
     """Where `trace --format otel` sends its spans."""
 
@@ -258,6 +273,7 @@ class Settings(Strict):
     places: Path = Field(default=Path(__file__).resolve().parent / "places.yaml",
                          description="country/state → sales region and time zone table; a relative path is relative to the settings file")
     attribution: AttributionSettings = AttributionSettings()
+    memory: MemorySettings = MemorySettings()
     service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 

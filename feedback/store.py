@@ -106,6 +106,12 @@ class FeedbackStore:
     def for_run(self, run_id: str) -> list[FeedbackRecord]:
         return self._select("WHERE run_id = ? ORDER BY recorded_at, id", (run_id,))
 
+    def recent_finals(self, rep_id: str, since: datetime, limit: int) -> list[FeedbackRecord]:
+        """The rep's adopted and edited decisions recorded at or after `since`, newest first: what memory may show."""
+        rep, decision = (self.db.dialect.json_text("record", key) for key in ("rep_id", "decision"))
+        where = f"WHERE {rep} = ? AND {decision} IN ('adopt', 'edit') AND recorded_at >= ?"
+        return self._select(f"{where} ORDER BY recorded_at DESC, id DESC LIMIT ?", (rep_id, since.isoformat(), limit))
+
     def all(self) -> list[FeedbackRecord]:
         return self._select("ORDER BY recorded_at, id", ())
 

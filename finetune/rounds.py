@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from agents.services import Services
+from feedback.consent import consent_checker
 from feedback.export import ExportError, export_dataset, read_rows
 from feedback.store import FeedbackRecord
 from finetune.base_model import base_model_dir, model_version
@@ -23,12 +24,9 @@ from finetune.registry import AdapterRegistry
 from finetune.train import TrainResult, train_adapter
 from prompts import load_prompt
 from provenance import sha256_bytes, sha256_text
-from provenance.consent import ConsentPolicy
 from tools.files import write_atomically
-from tools.crm.source import CRMDataError, CRMSource
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-TRAINING_PURPOSE = "model_training"
 Progress = Callable[[str, int, int, dict[str, float]], None]
 
 
@@ -39,19 +37,6 @@ class RoundResult(BaseModel):
     manifests: dict[str, DatasetManifest]
     dataset_dir: str
     training: TrainResult
-
-
-def consent_checker(crm: CRMSource, policy: ConsentPolicy) -> Callable[[str], bool]:
-    """May a lead's decisions train our models? Its CRM contact's model_training flag, else the policy's default."""
-
-    def consents(lead_id: str) -> bool:
-        try:
-            flags = crm.contact(lead_id).consents
-        except CRMDataError:  # a lead from a form, not (yet) a CRM contact
-            flags = {}
-        return policy.check(TRAINING_PURPOSE, flags, lead_id).allowed
-
-    return consents
 
 
 def lineage_record_ids(registry: AdapterRegistry, version: str | None) -> set[str]:

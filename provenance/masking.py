@@ -176,6 +176,21 @@ def _looks_like_phone(text: str) -> bool:
     return 10 <= digits <= 12 and not _THOUSANDS.fullmatch(text)
 
 
+# Words that stand in for another person's data where nothing is restored later (a past final shown as an example):
+# a placeholder such as <PERSON_1> would read to the model like a name to copy, and unmasking would fill in a stranger.
+NEUTRAL_WORDS = {"PERSON": "the contact", "EMAIL": "their e-mail address", "PHONE": "their phone number"}
+
+
+def redact(text: str, known: Mapping[str, str | None], words: Mapping[str, str] = NEUTRAL_WORDS) -> str:
+    """`text` with the known values (field → value) and anything e-mail- or phone-shaped replaced for good by words.
+
+    A field of another kind (e.g. `account_name`) becomes "the customer" unless `words` names it."""
+    masker = Masker(known)
+    masked = masker.mask(text)
+    made = masker.mapping.placeholders  # a placeholder-like text that was there before is kept as written
+    return _PLACEHOLDER.sub(lambda m: words.get(m.group(1), "the customer") if m.group() in made else m.group(), masked)
+
+
 def mask_row(row: dict, masker: Masker) -> dict:
     """A trl dataset row (prompt/chosen/rejected/completion/messages) with every text masked, same structure."""
     return _mask_value(row, masker)

@@ -24,7 +24,8 @@ SL = Namespace("sl", "https://salesloop.dev/ns#")
 KIND_NS = {
     kind: Namespace(prefix, f"https://salesloop.dev/{prefix}/")
     for kind, prefix in [("crm_record", "crm"), ("document_chunk", "chunk"), ("case", "case"), ("prompt", "prompt"),
-                         ("model", "model"), ("rule", "rule"), ("tool", "tool"), ("human", "human")]
+                         ("model", "model"), ("rule", "rule"), ("tool", "tool"), ("human", "human"),
+                         ("feedback", "feedback")]
 }
 SALESLOOP = SL["salesloop"]
 
@@ -116,6 +117,9 @@ def _draft(doc: ProvDocument, state: RunState) -> None:
     doc.wasDerivedFrom(entity, prompt, activity)
     for source in dict.fromkeys(_source(doc, ref) for sentence in draft.sentences for ref in sentence.sources):
         doc.wasDerivedFrom(entity, source, activity)
+    # The rep's past finals the model was shown as examples shaped the whole draft, not one sentence.
+    for ref in (r for r in trace.inputs if r.kind == "feedback"):
+        doc.wasDerivedFrom(entity, _source(doc, ref), activity)
 
 
 def _model(doc: ProvDocument, state: RunState, activity: QualifiedName, prompt: QualifiedName) -> None:

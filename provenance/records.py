@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SourceKind = Literal["crm_record", "document_chunk", "case", "prompt", "model", "rule", "tool", "human"]
+SourceKind = Literal["crm_record", "document_chunk", "case", "prompt", "model", "rule", "tool", "human", "feedback"]
 StepStatus = Literal["ok", "error", "skipped", "waiting"]
 
 
