@@ -7,6 +7,7 @@ The stores' own behaviour runs on both backends in test_queue.py and test_feedba
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 import sys
 from datetime import timedelta
@@ -148,3 +149,32 @@ def test_truncating_feedback_is_refused(postgres_url):
     with pytest.raises(psycopg.errors.RaiseException, match="append-only"), connect_postgres(postgres_url) as db:
         db.execute("TRUNCATE feedback")
     assert store.all() == [_record(1)]
+
+
+def test_a_process_waiting_for_the_schema_lock_does_not_deadlock_an_index_built_concurrently(postgres_url):
+    """Two processes starting at once: the first holds the schema lock and LangGraph's migration builds an index
+    CONCURRENTLY, which waits for every open transaction; the second, waiting for the lock, must not be one."""
+    import threading
+
+    from tools.sql import schema_lock
+
+    with connect_postgres(postgres_url, autocommit=True) as first, connect_postgres(postgres_url, autocommit=True) as second:
+        first.execute("CREATE TABLE IF NOT EXISTS lock_probe (id integer)")
+        taken = threading.Event()
+        errors: list[BaseException] = []
+
+        def wait_for_lock():
+            try:
+                with schema_lock(second):
+                    taken.set()
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(exc)
+
+        with schema_lock(first):
+            waiter = threading.Thread(target=wait_for_lock)
+            waiter.start()
+            time.sleep(0.5)  # the second connection is now waiting for the lock
+            first.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS lock_probe_idx ON lock_probe (id)")
+            assert not taken.is_set(), "the lock is still held"
+        waiter.join(timeout=60)
+        assert errors == [] and taken.is_set()

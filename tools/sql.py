@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
@@ -178,13 +179,28 @@ def connect_postgres(url: str, **options: Any) -> psycopg.Connection:
 
 
 @contextmanager
-def schema_lock(db: psycopg.Connection) -> Iterator[None]:
-    """Held while creating tables: two processes running CREATE ... IF NOT EXISTS at once can collide in Postgres."""
-    db.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+def schema_lock(db: psycopg.Connection, timeout_s: float = 300.0) -> Iterator[None]:
+    """Held while creating tables: two processes running CREATE ... IF NOT EXISTS at once can collide in Postgres.
+
+    Taken by polling, never by waiting inside `pg_advisory_lock`: LangGraph's migrations build indexes CONCURRENTLY,
+    which waits for every open transaction to end, and a statement blocked on the lock is one; so a second process
+    starting at the same moment deadlocked the first. A try is a transaction that ends at once."""
+    deadline = time.monotonic() + timeout_s
+    while not _try_lock(db):
+        if time.monotonic() > deadline:
+            raise DatabaseUnreachable(f"another process has held the schema lock for over {timeout_s:.0f} s; if no salesloop "
+                                      "process is starting, end the session holding it (pg_locks, advisory lock "
+                                      f"{SCHEMA_LOCK}) and start again")
+        time.sleep(0.05)
     try:
         yield
     finally:
         db.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+
+def _try_lock(db: psycopg.Connection) -> bool:
+    row = db.execute("SELECT pg_try_advisory_lock(%s) AS locked", (SCHEMA_LOCK,)).fetchone()
+    return bool(row["locked"] if isinstance(row, dict) else row[0])  # the checkpointer's connection yields dicts
 
 
 def postgres_url(settings: DatabaseSettings, env: Mapping[str, str] = os.environ) -> str:
