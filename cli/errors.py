@@ -1,7 +1,7 @@
 """The errors a user fixes (config, input files, data, run ids): shown as one line, never a traceback."""
 
 from agents.inbox import InvalidDecision
-from cli.learn import PromotionRefused
+from finetune.promotion import PromotionRefused
 from configs import ConfigError
 from feedback.export import ExportError
 from finetune.registry import AdapterError

@@ -22,6 +22,7 @@ from configs.loader import load_yaml_model
 from feedback.export import export_dataset
 from finetune.base_model import gguf_path, served_base_sha256
 from finetune.evaluate import EvalReport, evaluate
+from finetune.promotion import PromotionRefused, promote, promote_through_gate
 from finetune.gguf_export import export_lora_gguf, exported_gguf
 from finetune.records import FinetuneSettings
 from finetune.rounds import RoundResult, consent_checker, corpus_round, feedback_round
@@ -57,10 +58,6 @@ class ExportFormat(str, Enum):
 
 class AdapterFormat(str, Enum):
     gguf = "gguf"
-
-
-class PromotionRefused(Exception):
-    """A candidate failed the evaluation gate; the adapter in service stays."""
 
 
 @feedback_app.command("list")
@@ -203,13 +200,14 @@ def adapters_promote(version: str, force: Annotated[bool, typer.Option("--force"
                      config: ConfigOpt = None, finetune_config: FinetuneOpt = FINETUNE_DEFAULT) -> None:
     """Serve this version from the next event on, if it passes the evaluation gate."""
     with _services(config) as services:
-        if not force:
-            report = evaluate(services, version, load_yaml_model(finetune_config, FinetuneSettings))
-            if not report.passed:
-                _report(report, as_json=False)
-                raise PromotionRefused(f"{version} did not pass the evaluation gate ({'; '.join(report.reasons)}); "
-                                       "the current adapter stays in service (use --force to override)")
-        services.adapters.promote(version, base_model_sha256=_base_sha256(services))
+        if force:
+            promote(services, version)
+        else:
+            try:
+                promote_through_gate(services, version, load_yaml_model(finetune_config, FinetuneSettings))
+            except PromotionRefused as refused:
+                _report(refused.report, as_json=False)
+                raise
     err.print(f"{version} promoted; runs from now on draft with it")
 
 
