@@ -19,6 +19,7 @@ from cli.render import plain
 from agents.services import Services
 from configs import ConfigError, load_settings
 from configs.loader import load_yaml_model
+from configs.settings import FINETUNE_CPU
 from feedback.export import export_dataset
 from finetune.base_model import gguf_path, served_base_sha256
 from finetune.evaluate import EvalReport, evaluate
@@ -29,7 +30,7 @@ from finetune.rounds import RoundResult, consent_checker, corpus_round, feedback
 from orchestrator import Orchestrator
 from provenance.masking import Masker, known_values, mask_row
 
-FINETUNE_DEFAULT = Path(__file__).resolve().parent.parent / "configs" / "finetune" / "cpu.yaml"
+FINETUNE_DEFAULT = FINETUNE_CPU  # the same file continuous learning uses by default
 
 feedback_app = typer.Typer(no_args_is_help=True, help="Rep decisions: list them, export training datasets.")
 finetune_app = typer.Typer(help="LoRA fine-tuning on rep feedback (default) or on a document corpus.")

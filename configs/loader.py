@@ -55,6 +55,9 @@ def _read_with_extends(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     for key in ("consent_policy", "triggers", "places"):  # policy files live beside the settings file that names them
         if isinstance(raw.get(key), str):
             raw[key] = str(path.parent / raw[key])
+    learning = raw.get("learning")
+    if isinstance(learning, dict) and isinstance(learning.get("finetune_config"), str):
+        learning["finetune_config"] = str(path.parent / learning["finetune_config"])
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

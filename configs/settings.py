@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from provenance.masking import MaskingSettings
 from tools.crm.records import Industry, Region
@@ -202,6 +202,34 @@ class MemorySettings(Strict):
     min_similarity: float = Field(default=0.0, ge=-1, le=1, description="cosine similarity of the two leads' texts")
 
 
+FINETUNE_CPU = Path(__file__).resolve().parent / "finetune" / "cpu.yaml"
+
+
+class LearningSettings(Strict):
+    """Continuous learning in `salesloop serve`: a LoRA round once enough new rep decisions have accumulated."""
+
+    enabled: bool = Field(default=False, description="off by default: rounds use the CPU the service drafts with")
+    every_decisions: int = Field(
+        default=20, ge=1,
+        description="new decisions that make a round due: ones no round of the served lineage or of a candidate used")
+    promotion: Literal["approval", "auto"] = Field(
+        default="approval", description="after the gate passes: approval = a person runs `salesloop adapters promote "
+                                        "<version>` (which runs the gate again); auto = the service promotes it")
+    finetune_config: Path = Field(
+        default=FINETUNE_CPU, description="the fine-tuning YAML a round uses; relative to the settings file")
+    check_every_s: float = Field(
+        default=60.0, gt=0, description="how often decisions made outside this process (the CLI, other replicas) are "
+                                        "counted; decisions through this service are counted at once")
+
+    @field_validator("finetune_config")
+    @classmethod
+    def _config_exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file; point learning.finetune_config at a fine-tuning YAML "
+                             f"such as {FINETUNE_CPU}")
+        return path
+
+
 class TelemetrySettings(Strict):
     """Where `trace --format otel` sends its spans."""
 
@@ -274,6 +302,7 @@ class Settings(Strict):
                          description="country/state → sales region and time zone table; a relative path is relative to the settings file")
     attribution: AttributionSettings = AttributionSettings()
     memory: MemorySettings = MemorySettings()
+    learning: LearningSettings = LearningSettings()
     service: ServiceSettings = ServiceSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 

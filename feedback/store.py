@@ -112,6 +112,11 @@ class FeedbackStore:
         where = f"WHERE {rep} = ? AND {decision} IN ('adopt', 'edit') AND recorded_at >= ?"
         return self._select(f"{where} ORDER BY recorded_at DESC, id DESC LIMIT ?", (rep_id, since.isoformat(), limit))
 
+    def ids(self) -> set[str]:
+        """Every stored record's id, without parsing the records: cheap enough to count new decisions often."""
+        with self.db.read() as db:
+            return {row[0] for row in db.execute("SELECT id FROM feedback").fetchall()}
+
     def all(self) -> list[FeedbackRecord]:
         return self._select("ORDER BY recorded_at, id", ())
 

@@ -19,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from provenance.records import StepTrace, sha256_text
 from tools.sqlite_files import create_schema
 
-AuditKind = Literal["step", "decision", "booking", "training", "promotion", "rollback", "erasure", "consent"]
+AuditKind = Literal["step", "decision", "booking", "training", "promotion", "rollback", "erasure", "consent",
+                    # continuous learning in the service (service/learning.py): one round's steps
+                    "round_started", "round_finished", "round_failed", "gate_passed", "gate_failed",
+                    "awaiting_approval"]
 GENESIS = "0" * 64
 
 SCHEMA = """

@@ -25,8 +25,11 @@ from agents.inbox import ActionRequest, HumanResponse, InvalidDecision
 from agents.schedule import slot_status
 from agents.services import Services
 from orchestrator import Orchestrator, RunError, RunInfo, RunStatus, UnknownRun
+from provenance import StepTrace
 from service.auth import AuthError, Principal, TokenStore, require
-from service.metrics import Metrics, StoreCollector
+from service.learning import Learner, LearningStatus, round_counts
+from service.learning import status as learning_status
+from service.metrics import LearningCollector, Metrics, StoreCollector
 from service.queue import EventQueue, ItemNotFound, QueueError, QueueStatus
 from service.signatures import HMAC_HEADER, SignatureError, verify_hmac_sha256, verify_hubspot_v3
 from service.webhooks import Mapped, WebhookError, load_mapping, parse_generic, parse_hubspot, parse_salesforce
@@ -52,12 +55,17 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
     settings = services.settings
     service = settings.service
     services.places  # the place table is checked at start-up, not at the first lead
+    # Off by default: without learning.enabled there is no thread, no lock file, no extra metric.
+    learner = Learner.from_services(services) if settings.learning.enabled else None
     orch = Orchestrator(services)
     queue = EventQueue.from_settings(settings)
     tokens = TokenStore(settings.resolve(service.tokens_file))
     metrics = Metrics(StoreCollector(queue.counts_by_source, lambda: len(orch.runs("waiting")),
                                      lambda: Counter(r.decision for r in services.feedback.all())))
-    orch.on_step = lambda step: metrics.observe([step])
+    orch.on_step = lambda step: _observe(step, metrics, learner)
+    if learner is not None:
+        metrics.registry.register(LearningCollector(lambda: learning_status(services, learner),
+                                                    lambda: round_counts(services)))
     mappings = {name: load_mapping(src.kind, src.mapping) for name, src in service.sources.items() if src.kind != "generic"}
     workers = Workers(orch, queue, service.workers, service.lease_s, services.clock,
                       complete=lambda event: complete_event(event, services.connector, mappings))
@@ -66,13 +74,18 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI):
         if start_workers:
             workers.start()
+        if learner is not None:
+            learner.start()
         yield
+        if learner is not None:
+            learner.stop()  # first: a round in training stops at its next step
         workers.stop()
         orch.close()
 
     app = FastAPI(title="salesloop", version="0.1.0", lifespan=lifespan,
                   description="CRM webhooks in, drafts out for a rep's decision; every step traced to its sources.")
     app.state.orch, app.state.queue, app.state.workers, app.state.tokens = orch, queue, workers, tokens
+    app.state.learner = learner
     _error_handlers(app)
     app.middleware("http")(_security_headers)
 
@@ -164,6 +177,12 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         require(caller, "auditor", "admin")
         return services.audit.verify().model_dump(mode="json")
 
+    @app.get("/api/learning", tags=["learning"])
+    def learning(caller: Caller) -> LearningStatus:
+        """Continuous learning: decisions toward the next round, candidates awaiting approval, the latest rounds."""
+        require(caller, "manager", "admin", "auditor")
+        return learning_status(services, learner)
+
     @app.get("/api/queue", tags=["ingestion"])
     def queue_list(caller: Caller, status: QueueStatus | None = None) -> dict:
         """Queued events, newest first; `status=dead` is the dead-letter table."""
@@ -195,6 +214,12 @@ def create_app(services: Services, start_workers: bool = True) -> FastAPI:
         return info, state
 
     return app
+
+
+def _observe(step: StepTrace, metrics: Metrics, learner: Learner | None) -> None:
+    metrics.observe([step])
+    if learner is not None and step.step == "apply":  # a decision has landed in the feedback store: count again
+        learner.wake()
 
 
 def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:

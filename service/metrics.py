@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from provenance import StepTrace
+
+if TYPE_CHECKING:
+    from service.learning import LearningStatus
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -45,6 +49,28 @@ class StoreCollector(Collector):
             counts.add_metric([kind], decisions.get(kind, 0))
             rates.add_metric([kind], decisions.get(kind, 0) / total if total else 0.0)
         yield from (counts, rates)
+
+
+class LearningCollector(Collector):
+    """Continuous learning at scrape time: decisions toward the next round, approvals waiting, rounds by outcome."""
+
+    def __init__(self, status: Callable[[], LearningStatus], rounds: Callable[[], Counter]):
+        self._status, self._rounds = status, rounds
+
+    def collect(self) -> Iterator:
+        status = self._status()
+        yield GaugeMetricFamily("salesloop_learning_new_decisions", "decisions no adapter has learned from yet",
+                                value=status.backlog.new)
+        yield GaugeMetricFamily("salesloop_learning_pending_approvals",
+                                "adapters that passed the gate and wait for `salesloop adapters promote`",
+                                value=len(status.pending_approvals))
+        yield GaugeMetricFamily("salesloop_learning_round_running", "1 while this process runs a fine-tuning round",
+                                value=1 if status.running else 0)
+        rounds = CounterMetricFamily("salesloop_learning_rounds", "fine-tuning rounds ended, by outcome",
+                                     labels=["outcome"])
+        for outcome, count in sorted(self._rounds().items()):
+            rounds.add_metric([outcome], count)
+        yield rounds
 
 
 class Metrics:
