@@ -1,16 +1,20 @@
 """Seconds per step of our LoRA loop against a plain peft loop and trl's DPOTrainer, on the same rows.
 
-    python bench/train_speed.py [--base-dir DIR] [--rows 16] [--batch-size 4] [--epochs 2]
+    python bench/train_speed.py [--base-dir DIR] [--rows 16] [--batch-size 4] [--epochs 2] [--repeats 3] [--record]
 
-Every contender trains the same LoRA (LoraSettings' defaults) on the same exported-format rows with
-the same batch size and step count, one after the other in this process:
+Every contender trains the same LoRA (LoraSettings' defaults) on the same exported-format rows, in the
+same batches and order, with the same step count. Contenders run interleaved, `--repeats` times, and
+each repeat reverses the previous one's order, so neither side always runs first (warm caches) or
+last; the table gives each contender's mean and standard deviation over the repeats, and the ratio to
+the plain loop of the same method with its spread over repeats:
 
 - ours: `train_adapter` (SFT, then DPO) — dynamic padding, reference pass with the adapter disabled;
 - plain: `model(**batch).loss` + backward + AdamW step on our batches (for DPO: chosen and rejected
   in one batch, no reference pass) — the floor any loop pays for the policy's forward and backward;
-- trl: DPOTrainer with its defaults (which switch dropout off, LoRA's included), then configured:
-  precomputed reference log-probs, our max_length, no pad-to-multiple, and our LoRA dropout kept, so
-  it trains what ours trains. trl's padding_free needs FlashAttention, so not on a CPU.
+- trl: DPOTrainer configured to train what ours trains: precomputed reference log-probs, our
+  max_length, no pad-to-multiple, our LoRA dropout kept (trl's padding_free needs FlashAttention, so
+  not on a CPU). `--trl-defaults` adds DPOTrainer with its defaults (which switch dropout off, LoRA's
+  included); on two CPU cores it did not finish 8 steps in 9 minutes, so it is not in the default set.
 
 LoRA dropout is expensive on a CPU (one mask per adapted projection): compare like with like, e.g.
 again with --lora-dropout 0.
@@ -26,6 +30,7 @@ import math
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -230,15 +235,24 @@ def time_trl_dpo(setup: Setup, configured: bool, work: Path) -> Timing:
     return timing
 
 
-def report(timings: list[Timing], setup: Setup) -> str:
-    plain = {t.method: t.per_step for t in timings if t.name.startswith("plain")}
-    lines = [f"{'contender':<28} {'dropout':>7} {'steps':>5} {'s/step':>8} {'tokens/s':>9} {'x plain':>8} {'setup s':>8}"]
-    for t in timings:
-        lines.append(
-            f"{t.name:<28} {t.dropout:>7.2f} {t.steps:>5} {t.per_step:>8.2f} {setup.policy_tokens(t.method) / t.per_step:>9.0f} "
-            f"{t.per_step / plain[t.method]:>8.2f} {t.setup_seconds:>8.1f}"
-        )
+def report(repeats: list[list[Timing]], setup: Setup) -> str:
+    """Per contender: s/step mean ± sd over repeats, tokens/s, and the ratio to the same repeat's plain loop."""
+    names = [t.name for t in repeats[0]]
+    lines = ["| contender | dropout | steps | s/step | tokens/s | × plain (same repeat) | setup s |", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        runs = [next(t for t in timings if t.name == name) for timings in repeats]
+        plain = [next(t for t in timings if t.name == f"plain {runs[0].method}") for timings in repeats]
+        per_step = [t.per_step for t in runs]
+        ratios = [t.per_step / p.per_step for t, p in zip(runs, plain)]
+        tokens = setup.policy_tokens(runs[0].method) / statistics.mean(per_step)
+        lines.append(f"| {name} | {runs[0].dropout:.2f} | {runs[0].steps} | {_mean_sd(per_step)} | {tokens:.0f} | "
+                     f"{_mean_sd(ratios)} | {statistics.mean(t.setup_seconds for t in runs):.1f} |")
     return "\n".join(lines)
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
 
 
 def default_base_dir() -> Path:
@@ -259,6 +273,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--lora-dropout", type=float, default=LoraSettings().dropout)
     parser.add_argument("--skip-trl", action="store_true", help="time only ours and the plain loop")
+    parser.add_argument("--trl-defaults", action="store_true", help="also time DPOTrainer with its defaults (slow on CPU)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every contender")
+    parser.add_argument("--record", action="store_true", help="append the table to docs/benchmarks.md")
     args = parser.parse_args()
 
     from transformers import AutoTokenizer
@@ -268,20 +285,41 @@ def main() -> None:
     settings = FinetuneSettings(lora=LoraSettings(dropout=args.lora_dropout), stages=stages, max_length=args.max_length)
     setup = Setup(base_dir, sales_rows(args.rows), settings, AutoTokenizer.from_pretrained(base_dir))
     steps = math.ceil(args.epochs * args.rows / args.batch_size)
-    print(f"{args.rows} rows, batch {args.batch_size}, {steps} steps per contender, {torch.get_num_threads()} threads, base {base_dir}", flush=True)
+    print(f"{args.rows} rows, batch {args.batch_size}, {steps} steps per contender, {torch.get_num_threads()} threads", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="train-speed-"))
     try:
-        runs = [lambda: time_plain(setup, "sft"), lambda: time_ours(setup, "sft", work), lambda: time_plain(setup, "dpo"), lambda: time_ours(setup, "dpo", work)]
+        contenders = {"plain sft": lambda: time_plain(setup, "sft"), "ours sft": lambda: time_ours(setup, "sft", work),
+                      "plain dpo": lambda: time_plain(setup, "dpo"), "ours dpo": lambda: time_ours(setup, "dpo", work)}
         if not args.skip_trl:
-            runs += [lambda: time_trl_dpo(setup, configured=False, work=work), lambda: time_trl_dpo(setup, configured=True, work=work)]
-        timings = []
-        for run in runs:
-            timings.append(run())
-            print(f"  {timings[-1].name}: {timings[-1].per_step:.2f} s/step", flush=True)
-        print(report(timings, setup))
+            contenders["trl DPOTrainer configured"] = lambda: time_trl_dpo(setup, configured=True, work=work)
+        if args.trl_defaults:
+            contenders["trl DPOTrainer defaults"] = lambda: time_trl_dpo(setup, configured=False, work=work)
+        repeats = [_repeat(contenders, reverse=i % 2 == 1) for i in range(args.repeats)]
+        table = report(repeats, setup)
+        print(table)
+        if args.record:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            from common import record
+
+            record("Training speed", table, _notes(args, steps))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _repeat(contenders: dict, reverse: bool) -> list[Timing]:
+    timings = []
+    for name in reversed(contenders) if reverse else contenders:
+        timings.append(contenders[name]())
+        print(f"  {name}: {timings[-1].per_step:.2f} s/step", flush=True)
+    return timings
+
+
+def _notes(args: argparse.Namespace, steps: int) -> str:
+    return (f"{args.rows} rows, batch {args.batch_size}, {steps} steps per contender and repeat, max_length "
+            f"{args.max_length}, LoRA dropout {args.lora_dropout}; {args.repeats} interleaved repeats (each reverses the "
+            "order of the one before), mean ± sd over repeats. Plain DPO is the policy's forward and backward only (no "
+            "reference pass), the floor any DPO loop pays; ours and trl also compute the reference log-probs.")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from configs import load_settings
 from demo.pdf import text_pdf
 from demo.stream import inbound_email_stream
 from feedback.export import ExportError
-from feedback.simulator import RepPreferences, SimulatedRep
+from feedback.reps import ReviewContext, load_reps
 from finetune.evaluate import evaluate
 from finetune.records import FinetuneSettings, LoraSettings, StageSettings
 from finetune.rounds import corpus_round, feedback_round, select_records
@@ -43,14 +43,22 @@ def loop(tmp_path_factory, demo_source, model_dir):
     services = Services(load_settings(config, env={}), clock=lambda: FIXED_NOW)
     index_cases(services.crm, services.embedder, services.vectors)
     orch = Orchestrator(services)
-    rep = SimulatedRep(RepPreferences(max_words=40))
     for event in inbound_email_stream(root / "data" / "crm", 8, seed=3):
-        info, _ = orch.start(event)
-        orch.decide(info.run_id, rep.review(orch.state(info.run_id).draft.text))
+        _decide(orch, services, event)
     result = feedback_round(services, TINY)
     yield services, orch, result, config
     orch.close()
     services.close()
+
+
+def _decide(orch: Orchestrator, services: Services, event) -> None:
+    """The account-aware rep of the suite reads the run's context and adopts, edits or rejects its draft."""
+    info, _ = orch.start(event)
+    state = orch.state(info.run_id)
+    orch.decide(info.run_id, REP.review(state.draft.text, ReviewContext.from_run_state(state, services.crm)))
+
+
+REP = next(r for r in load_reps() if r.profile.kind == "account_aware")
 
 
 def test_round_registers_an_adapter_that_lists_its_records_and_changes_the_model(loop, model_dir):
@@ -107,10 +115,8 @@ def test_evaluation_gate_reports_metrics_and_refuses_below_margin(loop):
 def test_second_round_warm_starts_from_the_promoted_adapter(loop):
     services, orch, _, _ = loop
     services.adapters.promote("v0001", base_model_sha256=services.llm.model_version)
-    rep = SimulatedRep(RepPreferences(max_words=40))
     for event in inbound_email_stream(services.settings.resolve(services.settings.crm.path), 3, seed=7):
-        info, _ = orch.start(event)
-        orch.decide(info.run_id, rep.review(orch.state(info.run_id).draft.text))
+        _decide(orch, services, event)
     second = feedback_round(services, TINY.model_copy(update={"stages": TINY.stages[:1]}))
     assert second.adapter.version == "v0002" and second.adapter.parent_version == "v0001"
     services.adapters.rollback()
