@@ -117,7 +117,7 @@ _STEEP = re.compile(_PERCENT + r"[^.!?\n]{0,25}?" + _DISCOUNT_WORDS + r"|" + _DI
 _STEEP_MIN = 50  # a discount this size is no normal negotiation ask: flag it however it is phrased
 
 
-def _strip_invisible(text: str) -> str:
+def strip_invisible(text: str) -> str:
     """NFKC (fullwidth and compatibility forms to plain ones), minus format characters such as zero-width spaces."""
     text = unicodedata.normalize("NFKC", text)
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf" and (ch in "\n\t" or unicodedata.category(ch) != "Cc"))
@@ -125,7 +125,7 @@ def _strip_invisible(text: str) -> str:
 
 def _views(text: str) -> tuple[str, str]:
     """The text as matched: normalized, and a plain view without markup, spacing tricks or leetspeak."""
-    norm = _strip_invisible(text).casefold().translate(_HOMOGLYPHS)
+    norm = strip_invisible(text).casefold().translate(_HOMOGLYPHS)
     # Join "i g n o r e" before collapsing whitespace, so the wider gaps between spaced-out words survive.
     plain = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), _TAGS.sub(" ", norm)).translate(_LEET)
     return _collapse(norm), _collapse(plain)
@@ -196,7 +196,7 @@ _NEUTRAL = str.maketrans({"<": "‹", ">": "›", "[": "(", "]": ")"})
 
 def quote_as_data(text: str) -> str:
     """Customer text made inert for the prompt's data block: no delimiter, no control tokens, one line."""
-    text = _strip_invisible(text).translate(_NEUTRAL)
+    text = strip_invisible(text).translate(_NEUTRAL)
     # One line: nothing inside can start a line that looks like a role header ("### system", "assistant:").
     return re.sub(r"#{2,}", "#", " ".join(text.split()))
 
@@ -249,7 +249,7 @@ def _phones(text: str) -> list[str]:
     return [m.group() for m in _PHONE.finditer(text) if 9 <= len(_digits(m.group())) <= 15 and not _DATE.match(m.group().lstrip("+("))]
 
 
-def _core_name(name: str) -> str:
+def core_name(name: str) -> str:
     """An account's name without its legal form, so "Granite Peak MedTech" is caught without "K.K."."""
     core = name.strip()
     while (stripped := _LEGAL.sub("", core)) != core:
@@ -259,8 +259,8 @@ def _core_name(name: str) -> str:
 
 def _name_pattern(names: list[str], keep: str) -> re.Pattern | None:
     """One regex for all names (legal forms dropped), except the lead's own."""
-    keep_core = _core_name(keep).casefold()
-    cores = sorted({c for n in names if len(c := _core_name(n)) >= 4 and c.casefold() != keep_core}, key=len, reverse=True)
+    keep_core = core_name(keep).casefold()
+    cores = sorted({c for n in names if len(c := core_name(n)) >= 4 and c.casefold() != keep_core}, key=len, reverse=True)
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(c) for c in cores) + r")(?!\w)", re.IGNORECASE) if cores else None
 
 
