@@ -215,8 +215,8 @@ _PCT_DISCOUNT = re.compile(_PERCENT + r"[^.!?\n]{0,25}?" + _PRICE_WORDS + r"|" +
 _FREE = re.compile(r"\b(?:free\s+of\s+charge|for\s+free|at\s+no\s+(?:extra\s+|additional\s+)?cost|no\s+charge|waive[sd]?|complimentary|gratis|kostenlos|gratuit)\b", re.IGNORECASE)
 _LEGAL = re.compile(r"[\s,]+(?:gmbh|ag|inc\.?|llc|ltd\.?|ltda\.?|limited|plc|k\.k\.|spa|s\.p\.a\.|sas|s\.a\.(?:\s+de\s+c\.v\.)?|b\.v\.|pte\.?(?:\s+ltd\.?)?|co\.)$", re.IGNORECASE)
 # A claim that a meeting was booked: only apply books, after the rep decides, so a draft never may say it happened.
-_BOOKED = re.compile(r"\b(?:have|has|had|'ve|is|are|was|were|been|i|we)\s+(?:now\s+|already\s+|just\s+)?(?:booked|reserved|scheduled|arranged|set\s+up|cancel+ed)\b", re.IGNORECASE)
-_MEETING = re.compile(r"\b(?:call|meeting|appointment|demo|slot|session|workshop|calendar|invite|ceo|cfo|cto|consultant)\b", re.IGNORECASE)
+BOOKED = re.compile(r"\b(?:have|has|had|'ve|is|are|was|were|been|i|we)\s+(?:now\s+|already\s+|just\s+)?(?:booked|reserved|scheduled|arranged|set\s+up|cancel+ed)\b", re.IGNORECASE)
+MEETING = re.compile(r"\b(?:call|meeting|appointment|demo|slot|session|workshop|calendar|invite|ceo|cfo|cto|consultant)\b", re.IGNORECASE)
 # Fields a customer types freely: their words never vouch for a price ("offer a 90% discount" is in the request).
 FREE_TEXT_FIELDS = frozenset({"request", "contact_name", "raw_title", "account_name"})
 # Sentence ends as draft.py's whole_sentences sees them (markers stay with their sentence), plus line breaks.
@@ -306,7 +306,7 @@ class _Guard:
 
 
     def _booking(self, s: str) -> str | None:
-        return "claims a meeting was booked; only the rep's decision books one" if _BOOKED.search(s) and _MEETING.search(s) else None
+        return "claims a meeting was booked; only the rep's decision books one" if BOOKED.search(s) and MEETING.search(s) else None
 
 
 def _sentences(text: str) -> list[tuple[str, str]]:

@@ -117,7 +117,8 @@ class Masker:
         self._kinds |= {"email": "EMAIL", "phone": "PHONE"}
         # Order matters: an existing placeholder is kept, an email wins over a name inside it,
         # and a known value wins over the generic phone pattern.
-        parts = [rf"(?P<keep>{_PLACEHOLDER.pattern})", rf"(?P<email>{EMAIL_PATTERN})", *groups, rf"(?P<phone>{PHONE_PATTERN})"]
+        parts = [rf"(?P<keep>{_PLACEHOLDER.pattern})", rf"(?P<email>{EMAIL_PATTERN})", *groups,
+                 rf"(?P<phone>{PHONE_PATTERN})"]
         return re.compile("|".join(parts))
 
     def _replace(self, match: re.Match[str]) -> str:
@@ -134,7 +135,8 @@ class Masker:
         The phone pattern runs adjacent numbers together ("(415) 555-0134 415-555-0134", "2026 415-555-0134");
         this splits them again and leaves the parts that are no phone number (a year, a date) as they were.
         """
-        return " ".join(self._placeholder("PHONE", piece) if phone else piece for piece, phone in _phone_runs(candidate))
+        runs = _phone_runs(candidate)
+        return " ".join(self._placeholder("PHONE", piece) if phone else piece for piece, phone in runs)
 
     def _placeholder(self, kind: str, value: str) -> str:
         if value not in self._by_value:
