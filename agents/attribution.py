@@ -12,7 +12,9 @@ from tools.crm.records import DocumentChunk
 from tools.embedder import Embedder
 
 # A candidate sentence end: terminal punctuation, closing quotes, then the markers that belong to this sentence.
-_END = re.compile(r"[.!?]+[\"'”’)]*(?P<markers>(?:\s*" + MARKER_BRACKET.pattern + r")*)(?=\s|$)")
+# Latin punctuation needs a space or the line end after it ("3.5", "e.g.Siemens"); CJK text puts none after 。！？.
+_END = re.compile(r"(?:[.!?]+[\"'”’)]*|(?P<cjk>[。！？]+[」』”’）)]*))(?P<markers>(?:\s*" + MARKER_BRACKET.pattern
+                  + r")*)(?(cjk)|(?=\s|$))")
 # Words whose period does not end a sentence even before a capital ("e.g. Siemens", "Dr. Mori", "Pte. Ltd.").
 # Company suffixes (Inc., Ltd.) are left out: a draft ends sentences with the customer's name more often than not.
 _ABBREVIATIONS = {"e.g", "i.e", "cf", "vs", "approx", "ca", "incl", "esp", "dr", "mr", "mrs", "ms", "prof", "st", "jr", "sr", "pte"}
@@ -20,7 +22,7 @@ _ABBREVIATIONS = {"e.g", "i.e", "cf", "vs", "approx", "ca", "incl", "esp", "dr",
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a text, each with its trailing markers; a line break always ends a sentence, and a line
-    without terminal punctuation is one sentence."""
+    without terminal punctuation is one sentence. 。！？ end a sentence without a space after them."""
     return [s for line in text.splitlines() for s in _split_line(line)]
 
 

@@ -117,7 +117,7 @@ _STEEP = re.compile(_PERCENT + r"[^.!?\n]{0,25}?" + _DISCOUNT_WORDS + r"|" + _DI
 _STEEP_MIN = 50  # a discount this size is no normal negotiation ask: flag it however it is phrased
 
 
-def _strip_invisible(text: str) -> str:
+def strip_invisible(text: str) -> str:
     """NFKC (fullwidth and compatibility forms to plain ones), minus format characters such as zero-width spaces."""
     text = unicodedata.normalize("NFKC", text)
     return "".join(ch for ch in text if unicodedata.category(ch) != "Cf" and (ch in "\n\t" or unicodedata.category(ch) != "Cc"))
@@ -125,7 +125,7 @@ def _strip_invisible(text: str) -> str:
 
 def _views(text: str) -> tuple[str, str]:
     """The text as matched: normalized, and a plain view without markup, spacing tricks or leetspeak."""
-    norm = _strip_invisible(text).casefold().translate(_HOMOGLYPHS)
+    norm = strip_invisible(text).casefold().translate(_HOMOGLYPHS)
     # Join "i g n o r e" before collapsing whitespace, so the wider gaps between spaced-out words survive.
     plain = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group()), _TAGS.sub(" ", norm)).translate(_LEET)
     return _collapse(norm), _collapse(plain)
@@ -196,7 +196,7 @@ _NEUTRAL = str.maketrans({"<": "‹", ">": "›", "[": "(", "]": ")"})
 
 def quote_as_data(text: str) -> str:
     """Customer text made inert for the prompt's data block: no delimiter, no control tokens, one line."""
-    text = _strip_invisible(text).translate(_NEUTRAL)
+    text = strip_invisible(text).translate(_NEUTRAL)
     # One line: nothing inside can start a line that looks like a role header ("### system", "assistant:").
     return re.sub(r"#{2,}", "#", " ".join(text.split()))
 
@@ -215,8 +215,8 @@ _PCT_DISCOUNT = re.compile(_PERCENT + r"[^.!?\n]{0,25}?" + _PRICE_WORDS + r"|" +
 _FREE = re.compile(r"\b(?:free\s+of\s+charge|for\s+free|at\s+no\s+(?:extra\s+|additional\s+)?cost|no\s+charge|waive[sd]?|complimentary|gratis|kostenlos|gratuit)\b", re.IGNORECASE)
 _LEGAL = re.compile(r"[\s,]+(?:gmbh|ag|inc\.?|llc|ltd\.?|ltda\.?|limited|plc|k\.k\.|spa|s\.p\.a\.|sas|s\.a\.(?:\s+de\s+c\.v\.)?|b\.v\.|pte\.?(?:\s+ltd\.?)?|co\.)$", re.IGNORECASE)
 # A claim that a meeting was booked: only apply books, after the rep decides, so a draft never may say it happened.
-_BOOKED = re.compile(r"\b(?:have|has|had|'ve|is|are|was|were|been|i|we)\s+(?:now\s+|already\s+|just\s+)?(?:booked|reserved|scheduled|arranged|set\s+up|cancel+ed)\b", re.IGNORECASE)
-_MEETING = re.compile(r"\b(?:call|meeting|appointment|demo|slot|session|workshop|calendar|invite|ceo|cfo|cto|consultant)\b", re.IGNORECASE)
+BOOKED = re.compile(r"\b(?:have|has|had|'ve|is|are|was|were|been|i|we)\s+(?:now\s+|already\s+|just\s+)?(?:booked|reserved|scheduled|arranged|set\s+up|cancel+ed)\b", re.IGNORECASE)
+MEETING = re.compile(r"\b(?:call|meeting|appointment|demo|slot|session|workshop|calendar|invite|ceo|cfo|cto|consultant)\b", re.IGNORECASE)
 # Fields a customer types freely: their words never vouch for a price ("offer a 90% discount" is in the request).
 FREE_TEXT_FIELDS = frozenset({"request", "contact_name", "raw_title", "account_name"})
 # Sentence ends as draft.py's whole_sentences sees them (markers stay with their sentence), plus line breaks.
@@ -249,7 +249,7 @@ def _phones(text: str) -> list[str]:
     return [m.group() for m in _PHONE.finditer(text) if 9 <= len(_digits(m.group())) <= 15 and not _DATE.match(m.group().lstrip("+("))]
 
 
-def _core_name(name: str) -> str:
+def core_name(name: str) -> str:
     """An account's name without its legal form, so "Granite Peak MedTech" is caught without "K.K."."""
     core = name.strip()
     while (stripped := _LEGAL.sub("", core)) != core:
@@ -259,8 +259,8 @@ def _core_name(name: str) -> str:
 
 def _name_pattern(names: list[str], keep: str) -> re.Pattern | None:
     """One regex for all names (legal forms dropped), except the lead's own."""
-    keep_core = _core_name(keep).casefold()
-    cores = sorted({c for n in names if len(c := _core_name(n)) >= 4 and c.casefold() != keep_core}, key=len, reverse=True)
+    keep_core = core_name(keep).casefold()
+    cores = sorted({c for n in names if len(c := core_name(n)) >= 4 and c.casefold() != keep_core}, key=len, reverse=True)
     return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(c) for c in cores) + r")(?!\w)", re.IGNORECASE) if cores else None
 
 
@@ -306,7 +306,7 @@ class _Guard:
 
 
     def _booking(self, s: str) -> str | None:
-        return "claims a meeting was booked; only the rep's decision books one" if _BOOKED.search(s) and _MEETING.search(s) else None
+        return "claims a meeting was booked; only the rep's decision books one" if BOOKED.search(s) and MEETING.search(s) else None
 
 
 def _sentences(text: str) -> list[tuple[str, str]]:

@@ -21,11 +21,12 @@ PERSON_FIELDS = frozenset({"contact_name", "full_name"})
 
 # A placeholder exactly as `Masker` writes it; kinds are upper-case words joined by underscores.
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
-_EMAIL = r"(?<![\w.+-])[\w.+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])"
+EMAIL_PATTERN = r"(?<![\w.+-])[\w.+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])"
 # Digit groups joined by single separators, optionally after "+CC" and/or "(area)"; the lookarounds
 # keep it from starting or ending inside a word, a decimal, an amount ("120,000") or a date ("11/23").
-_PHONE = r"(?<![\w+.,/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){0,5}(?![\w]|[.,/-]\d)"
+PHONE_PATTERN = r"(?<![\w+.,/-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,8}(?:[ .-]\d{1,8}){0,5}(?![\w]|[.,/-]\d)"
 # "12 000 000" or "1.200.000": an amount written with thousands separators, not a phone number.
+_PHONE_RE = re.compile(PHONE_PATTERN)
 _THOUSANDS = re.compile(r"\d{1,3}(?:[ .]\d{3})+")
 
 
@@ -116,7 +117,8 @@ class Masker:
         self._kinds |= {"email": "EMAIL", "phone": "PHONE"}
         # Order matters: an existing placeholder is kept, an email wins over a name inside it,
         # and a known value wins over the generic phone pattern.
-        parts = [rf"(?P<keep>{_PLACEHOLDER.pattern})", rf"(?P<email>{_EMAIL})", *groups, rf"(?P<phone>{_PHONE})"]
+        parts = [rf"(?P<keep>{_PLACEHOLDER.pattern})", rf"(?P<email>{EMAIL_PATTERN})", *groups,
+                 rf"(?P<phone>{PHONE_PATTERN})"]
         return re.compile("|".join(parts))
 
     def _replace(self, match: re.Match[str]) -> str:
@@ -133,17 +135,8 @@ class Masker:
         The phone pattern runs adjacent numbers together ("(415) 555-0134 415-555-0134", "2026 415-555-0134");
         this splits them again and leaves the parts that are no phone number (a year, a date) as they were.
         """
-        chunks = candidate.split(" ")
-        out, i = [], 0
-        while i < len(chunks):
-            end = next((j for j in range(len(chunks), i, -1) if _looks_like_phone(" ".join(chunks[i:j]))), None)
-            if end is None:
-                out.append(chunks[i])
-                i += 1
-            else:
-                out.append(self._placeholder("PHONE", " ".join(chunks[i:end])))
-                i = end
-        return " ".join(out)
+        runs = _phone_runs(candidate)
+        return " ".join(self._placeholder("PHONE", piece) if phone else piece for piece, phone in runs)
 
     def _placeholder(self, kind: str, value: str) -> str:
         if value not in self._by_value:
@@ -165,6 +158,23 @@ def _known_patterns(kind: str, value: str) -> list[str]:
         # A first or last name alone, only as capitalized in the record: "Dear Anna," but not "will" for "Will".
         patterns += [re.escape(part) for part in value.split() if len(part) >= 2 and part[0].isupper() and part != value]
     return patterns
+
+
+def _phone_runs(candidate: str) -> list[tuple[str, bool]]:
+    """A phone-pattern match cut into its space-separated pieces: the longest phone-shaped runs, left to right,
+    each marked True, and the pieces between them (a year, a date) marked False."""
+    chunks = candidate.split(" ")
+    runs, i = [], 0
+    while i < len(chunks):
+        end = next((j for j in range(len(chunks), i, -1) if _looks_like_phone(" ".join(chunks[i:j]))), None)
+        runs.append((" ".join(chunks[i:end]), True) if end else (chunks[i], False))
+        i = end or i + 1
+    return runs
+
+
+def phone_numbers(text: str) -> list[str]:
+    """The phone numbers in a text, exactly as `Masker` finds them (e-mail addresses are not searched out first)."""
+    return [piece for m in _PHONE_RE.finditer(text) for piece, phone in _phone_runs(m.group()) if phone]
 
 
 def _looks_like_phone(text: str) -> bool:

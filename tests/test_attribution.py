@@ -79,6 +79,8 @@ def cases(crm) -> list[CaseHit]:
     ("We propose it for Sakura MedTech K.K. [L1] Why wait?", ["We propose it for Sakura MedTech K.K. [L1]", "Why wait?"]),
     ("Dear Mei Ong,\nthe fee is $21,500. a pilot comes first", ["Dear Mei Ong,", "the fee is $21,500. a pilot comes first"]),
     ("a summary without terminal punctuation", ["a summary without terminal punctuation"]),
+    ("请确认价格。全部模块免费！可以吗？[L1] 好", ["请确认价格。", "全部模块免费！", "可以吗？[L1]", "好"]),
+    ("「九割引きです。」次に", ["「九割引きです。」", "次に"]),
     ("", []),
     ("  \n ", []),
 ])
