@@ -9,12 +9,15 @@ from langgraph.runtime import Runtime
 from agents.attribution import attribute_sentences, marker_sources
 from agents.citations import validate_markers
 from agents.consent import usable_facts
+from agents.content_plan import plan_content
 from agents.fallback import fallback_draft, unusable_reason
 from agents.injection import allowed_for, describe, detect_injection, guard_draft, lead_texts, quote_as_data
 from agents.memory import with_rep_examples
 from agents.services import Services
 from agents.state import ProposalDraft, RunState
 from agents.tracing import StepTimer
+from agents.write import PROMPT as WRITE_PROMPT
+from agents.write import generator, write_plan
 from prompts import load_prompt
 from provenance import SourceRef
 from provenance.masking import Masker, known_values
@@ -51,6 +54,8 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     signals = detect_injection(lead_texts(lead))
     if signals:
         notes.append(describe(signals))
+    if services.settings.drafting.mode == "plan":
+        return _draft_by_plan(state, services, timer, facts, consent_refs, notes, signals)
     shown = [f.model_copy(update={"value": quote_as_data(f.value)}) for f in facts]
     prompt = load_prompt(state.route.prompt)
     messages = prompt.render(facts=shown, cases=state.cases, company=quote_as_data(lead.account_name))
@@ -81,6 +86,60 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     trace = timer.finish(inputs, _summary(draft, generation), model_id=generation.model_id if generation else None, adapter_id=draft.adapter_id,
                          prompt_name=used.name, prompt_sha256=used.sha256, notes=notes, fallback=fallback is not None)
     return {"draft": draft, "trace": [trace]}
+
+
+def _draft_by_plan(state: RunState, services: Services, timer: StepTimer, facts: list, consent_refs: list[SourceRef],
+                   notes: list[str], signals: list) -> dict:
+    """Plan → write → verify: each sentence from one plan item, checked against that item's sources."""
+    plan = plan_content(state)
+    notes.append(f"content plan: topic {plan.topic}{'' if plan.known else ' (not known to the planner)'}; "
+                 f"{len(plan.items)} item(s): {', '.join(i.kind for i in plan.items)}" + "".join(f"; {n}" for n in plan.notes))
+    adapter = services.adapters.route(state.run_id)
+    settings = services.settings
+    written = write_plan(plan, state.lead, lambda m, n, d: generator(services.llm, adapter)(m, n, d),
+                         settings.drafting.item_max_new_tokens, settings.llm.deadline_s, _other_customers(services, state))
+    notes += written.notes
+    prompt = load_prompt(WRITE_PROMPT)
+    share = sum(s.supported for s in written.sentences) / len(written.sentences) if written.sentences else None
+    gens = written.generations
+    messages = written.messages or prompt.render(contact=state.lead.contact_name, company=state.lead.account_name,
+                                                 item=plan.items[0], avoid=[])
+    draft = ProposalDraft(
+        text=written.text, citations=[], sentences=written.sentences, supported_share=share, removed_markers=[],
+        messages=messages, prompt_name=prompt.name, prompt_sha256=prompt.sha256, injection=signals,
+        guard_notes=[n for n in written.notes if "verifier removed" in n], **_plan_model_fields(services, gens),
+    )
+    model_refs = _model_refs(services, gens[0], None) if gens else [SourceRef(kind="model", id=settings.llm.model_id,
+                                                                                note="not used: every sentence is a template")]
+    inputs = [prompt.source_ref(), *model_refs, *consent_refs, *(f.source for f in facts), *plan.sources()]
+    summary = (f"plan/write/verify: {len(written.items)} item(s), "
+               f"{sum(w.verified.outcome == 'kept' for w in written.items)} kept, "
+               f"{sum(w.verified.outcome == 'rewritten' for w in written.items)} rewritten, "
+               f"{sum(w.verified.outcome == 'template' for w in written.items)} template; "
+               f"{sum(g.output_tokens for g in gens)} tokens in {sum(g.seconds for g in gens):.1f}s")
+    trace = timer.finish(list(dict.fromkeys(inputs)), summary, model_id=gens[0].model_id if gens else None,
+                         adapter_id=draft.adapter_id, prompt_name=prompt.name, prompt_sha256=prompt.sha256, notes=notes,
+                         fallback=not gens)
+    return {"draft": draft, "trace": [trace]}
+
+
+def _other_customers(services: Services, state: RunState) -> list[str]:
+    """Names a draft must never give away: the similar cases' customers (when the CRM still knows them)."""
+    names = []
+    for case in state.cases:
+        try:
+            names.append(services.crm.account(case.account_id).name) if case.account_id else None
+        except Exception:  # noqa: BLE001 - an erased or unknown account has no name to leak
+            continue
+    return [n for n in names if n != state.lead.account_name]
+
+
+def _plan_model_fields(services: Services, gens: list[Generation]) -> dict:
+    if not gens:
+        return _model_fields(services, None)
+    return {"model_id": gens[0].model_id, "model_version": services.llm.model_version, "adapter_id": gens[0].adapter_id,
+            "adapter_sha256": gens[0].adapter_sha256, "input_tokens": sum(g.input_tokens for g in gens),
+            "output_tokens": sum(g.output_tokens for g in gens), "stopped_by": "plan"}
 
 
 def _ask_model(services: Services, state: RunState, messages: list, max_sentences: int | None, adapter,

@@ -97,8 +97,9 @@ class DraftSentence(Model):
 
     text: str
     sources: list[SourceRef]
-    method: Literal["marker", "similarity", "none"] = Field(
-        description="marker: the model's own validated markers; similarity: embedding attribution; none: unsupported")
+    method: Literal["marker", "similarity", "plan", "none"] = Field(
+        description="marker: the model's own validated markers; similarity: embedding attribution; plan: written from a "
+                    "content-plan item and verified against its sources (drafting.mode plan); none: unsupported")
     similarity: float | None = Field(default=None, description="best cosine similarity to a given fact or chunk")
 
     @property

@@ -42,6 +42,7 @@ from agents.state import RunState  # noqa: E402
 from configs import load_settings  # noqa: E402
 from configs.loader import load_yaml_model  # noqa: E402
 from demo.eval_split import split_events  # noqa: E402
+from feedback.export import ExportError  # noqa: E402
 from feedback.reps import Rep, ReviewContext, load_reps, parse  # noqa: E402
 from finetune.promotion import PromotionRefused, promote_through_gate  # noqa: E402
 from finetune.records import FinetuneSettings  # noqa: E402
@@ -191,7 +192,11 @@ class Bench:
 
     def train_and_gate(self, services: Services) -> tuple[bool, str]:
         started = time.monotonic()
-        result = feedback_round(services, self.ft)
+        try:
+            result = feedback_round(services, self.ft)
+        except ExportError as exc:  # e.g. a rep that adopted everything leaves DPO no pairs: nothing is trained
+            print(f"  round failed: {exc}", flush=True)
+            return False, f"no round: {str(exc).split(';')[0]}"
         version, trained = result.adapter.version, time.monotonic() - started
         try:
             report = promote_through_gate(services, version, self.ft, gate_services=self._gate_services(services))

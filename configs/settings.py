@@ -187,6 +187,15 @@ class AttributionSettings(Strict):
     max_sources: int = Field(default=3, ge=1, le=20, description="most similar sources kept per sentence")
 
 
+class DraftingSettings(Strict):
+    """How the draft is written: one prompt for the whole text, or plan → write → verify (issue 14)."""
+
+    mode: Literal["single_prompt", "plan"] = Field(
+        default="single_prompt",
+        description="plan: a deterministic content plan, one sentence per item, each verified against its sources")
+    item_max_new_tokens: int = Field(default=48, ge=8, le=256, description="plan mode: tokens per sentence")
+
+
 class MemorySettings(Strict):
     """In-context memory: the rep's recent approved texts for similar leads, shown to the model as examples."""
 
@@ -296,6 +305,7 @@ class Settings(Strict):
     consent_policy: Path = Field(default=Path(__file__).resolve().parent / "consent.yaml",
                                  description="consent and purpose policy; a relative path is relative to the settings file")
     masking: MaskingSettings = MaskingSettings()
+    drafting: DraftingSettings = DraftingSettings()
     triggers: Path = Field(default=Path(__file__).resolve().parent / "triggers.yaml",
                            description="trigger rules: which events start which route; a relative path is relative to the settings file")
     places: Path = Field(default=Path(__file__).resolve().parent / "places.yaml",
