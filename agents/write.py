@@ -9,6 +9,7 @@ step's notes, so the rep and an auditor see it.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -63,6 +64,11 @@ def write_plan(plan: ContentPlan, lead: LeadProfile, generate: Generate, max_new
     for index, item in enumerate(plan.items):
         writer = _ItemWriter(prompt, item, lead, generate, max_new_tokens, deadline)
         verified = verify_sentence(writer.first(), _sources(item, lead), writer.rewrite, item.template, known, forbidden)
+        if verified.outcome != "template" and not covers(verified.text, item.template):
+            notes.append(f"plan item {index} ({item.kind}): the model's sentence left out the item's facts "
+                         f"({verified.text[:80]!r}); its template sentence stands")
+            verified = VerifiedSentence(text=item.template, outcome="template", checks=verified.checks,
+                                        removed=verified.removed)
         written.append(WrittenItem(item=index, verified=verified, sources=item.sources, generated=len(writer.generations)))
         generations += writer.generations
         first_messages = first_messages or writer.messages
@@ -108,6 +114,24 @@ class _ItemWriter:
         self.generations.append(generation)
         sentences = split_sentences(generation.text)
         return sentences[0] if sentences and sentences[0].strip() else self.item.template
+
+
+def covers(sentence: str, template: str, share: float = 0.5) -> bool:
+    """The sentence says what its item says: every number of the template, and at least `share` of its content words.
+
+    The verifier keeps a sentence that states nothing unsupported, which a sentence that drops the item's point also
+    does ("Thank you for your patience."); this keeps the item's point in the draft."""
+    words = {w for w in _WORD.findall(template.lower()) if len(w) > 3 and w not in _STOP}
+    numbers = set(_NUMBER.findall(template))
+    said = sentence.lower()
+    found = sum(w in said for w in words)
+    return all(n in sentence for n in numbers) and (not words or found / len(words) >= share)
+
+
+_WORD = re.compile(r"\w+")
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_STOP = {"that", "this", "with", "from", "have", "your", "will", "what", "when", "which", "about", "there", "their",
+         "they", "been", "were", "would", "could", "should", "into", "than", "then", "them", "also", "just", "only"}
 
 
 def _sources(item: PlanItem, lead: LeadProfile) -> list[str]:

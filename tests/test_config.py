@@ -165,12 +165,15 @@ def test_every_shipped_config_validates():
     from configs.loader import load_yaml_model
     from finetune.records import FinetuneSettings
 
+    from agents.content_plan import PlanConfig
     from agents.triggers import TriggerRules
     from provenance.consent import ConsentPolicy
     from tools.crm.places import PlaceTable
 
     root = Path(__file__).resolve().parent.parent / "configs"
-    policies = {"consent.yaml": ConsentPolicy, "triggers.yaml": TriggerRules, "places.yaml": PlaceTable}  # not settings: each has its own schema
+    # Not settings: each has its own schema.
+    policies = {"consent.yaml": ConsentPolicy, "triggers.yaml": TriggerRules, "places.yaml": PlaceTable,
+                "content_plan.yaml": PlanConfig}
     for path in root.glob("*.yaml"):
         if path.name in policies:
             assert load_yaml_model(path, policies[path.name])

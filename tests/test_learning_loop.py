@@ -52,13 +52,16 @@ def loop(tmp_path_factory, demo_source, model_dir):
 
 
 def _decide(orch: Orchestrator, services: Services, event) -> None:
-    """The account-aware rep of the suite reads the run's context and adopts, edits or rejects its draft."""
+    """The negative rep of the suite reads the run's context and adopts, edits or rejects its draft."""
     info, _ = orch.start(event)
     state = orch.state(info.run_id)
     orch.decide(info.run_id, REP.review(state.draft.text, ReviewContext.from_run_state(state, services.crm)))
 
 
-REP = next(r for r in load_reps() if r.profile.kind == "account_aware")
+# The negative rep (no competitors, discounts or other customers) edits each of these eight base drafts, so the round
+# has SFT rows and DPO pairs and the gate held-out finals; the account-aware rep rejects all eight and the style rep
+# five, among them the newest, which the gate holds out: it would have no accepted text to score on.
+REP = next(r for r in load_reps() if r.profile.kind == "negative")
 
 
 def test_round_registers_an_adapter_that_lists_its_records_and_changes_the_model(loop, model_dir):

@@ -103,3 +103,11 @@ def test_a_supported_sentence_is_kept(drafted):
     item = plan.items[0]
     written = write_plan(plan.model_copy(update={"items": [item]}), state.lead, _scripted(item.template), 40, 30, [])
     assert written.items[0].verified.outcome == "kept" and written.items[0].generated == 1
+
+
+def test_a_sentence_that_drops_the_items_point_gives_way_to_the_template(drafted):
+    _, _, state = drafted
+    plan = plan_content(state)
+    written = write_plan(plan, state.lead, _scripted("Thank you for your patience."), 40, 30, [])
+    assert [w.verified.text for w in written.items] == [item.template for item in plan.items]
+    assert any("left out the item's facts" in n for n in written.notes)
