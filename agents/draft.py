@@ -127,8 +127,10 @@ def _other_customers(services: Services, state: RunState) -> list[str]:
     """Names a draft must never give away: the similar cases' customers (when the CRM still knows them)."""
     names = []
     for case in state.cases:
+        if case.account_id is None:
+            continue
         try:
-            names.append(services.crm.account(case.account_id).name) if case.account_id else None
+            names.append(services.crm.account(case.account_id).name)
         except Exception:  # noqa: BLE001 - an erased or unknown account has no name to leak
             continue
     return [n for n in names if n != state.lead.account_name]
