@@ -62,12 +62,24 @@ def select_records(records: list[FeedbackRecord], seen: set[str], replay_share: 
 
 def export_round(records: list[FeedbackRecord], formats: list[str], datasets_root: Path, eval_fraction: float,
                  consent: Callable[[str], bool]) -> tuple[Path, dict[str, DatasetManifest], str]:
-    """Export every format into a directory named by the manifests' hash, so a rerun finds the same data."""
+    """Export every format that has rows into a directory named by the manifests' hash, so a rerun finds the same data.
+
+    A format without rows is left out (e.g. no DPO pairs when the rep adopted every draft it did not reject): the
+    round trains the stages that have data. Only when no format has rows does the first format's error stand.
+    """
     created_at = max((r.decided_at for r in records), default=EPOCH)  # from the data, not the clock: reruns hash the same
     staging = datasets_root / ".staging"
     shutil.rmtree(staging, ignore_errors=True)
-    manifests = {fmt: export_dataset(records, fmt, staging / fmt, eval_fraction=eval_fraction, consent=consent, created_at=created_at)
-                 for fmt in formats}
+    manifests: dict[str, DatasetManifest] = {}
+    errors: list[ExportError] = []
+    for fmt in formats:
+        try:
+            manifests[fmt] = export_dataset(records, fmt, staging / fmt, eval_fraction=eval_fraction, consent=consent,
+                                            created_at=created_at)
+        except ExportError as exc:
+            errors.append(exc)
+    if not manifests:
+        raise errors[0]
     digest = sha256_text(json.dumps({f: m.model_dump(mode="json") for f, m in manifests.items()}, sort_keys=True))
     target = datasets_root / digest[:16]
     if target.exists():
@@ -84,7 +96,9 @@ def feedback_round(services: Services, settings: FinetuneSettings, progress: Pro
     formats = list(dict.fromkeys(stage.method for stage in settings.stages))
     dataset_dir, manifests, digest = export_round(records, formats, services.settings.data_dir / "datasets",
                                                   settings.eval_fraction, consent_checker(services.crm, services.consent))
-    rows = {fmt: read_rows(dataset_dir / fmt / "train.jsonl") for fmt in formats}
+    rows = {fmt: read_rows(dataset_dir / fmt / "train.jsonl") for fmt in manifests}
+    # The stages that have data; the adapter's hyperparameters then say which ones trained.
+    settings = settings.model_copy(update={"stages": [stage for stage in settings.stages if stage.method in manifests]})
     record_ids = sorted({i for m in manifests.values() for i in m.train_record_ids})
     return _train_and_register(services, settings, rows, "feedback", parent, digest, record_ids, dataset_dir, manifests, progress)
 

@@ -337,3 +337,16 @@ def test_trl_trains_on_the_exported_file_without_glue(tmp_path, model_dir, fmt, 
     assert trainer.state.global_step == 2
     assert math.isfinite(result.training_loss)
     assert all(math.isfinite(log["loss"]) for log in trainer.state.log_history if "loss" in log)
+
+
+def test_a_round_exports_the_formats_that_have_rows_and_fails_only_when_none_has(tmp_path):
+    from finetune.rounds import export_round
+
+    adopted = _stored(tmp_path, [_adopt(1), _adopt(2, user=PILOT_DELTA), _adopt(3, user=RENEWAL_GAMMA)])
+    target, manifests, _ = export_round(adopted, ["sft", "dpo"], tmp_path / "datasets", 0.0, lambda _: True)
+    assert list(manifests) == ["sft"]  # every draft adopted: DPO has no pairs, SFT still trains
+    assert (target / "sft" / TRAIN_FILE).exists() and not (target / "dpo").exists()
+
+    rejected = _stored(tmp_path / "r", [_reject(4)])
+    with pytest.raises(ExportError, match="no sft rows for training from 1 decision"):
+        export_round(rejected, ["sft", "dpo"], tmp_path / "datasets2", 0.0, lambda _: True)
