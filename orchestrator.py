@@ -1,4 +1,6 @@
-"""The graph: CRM event → normalize → grade → similar cases → draft → schedule → rep → apply.
+"""The graph: CRM event → normalize → grade → similar cases → schedule → draft → rep → apply.
+
+The schedule is planned before the draft, so the draft's content plan can name the proposed consultant and slot.
 
 Runs are LangGraph threads in a checkpointer (SQLite, or PostgreSQL when database.backend says so), so a run waiting
 for its rep survives restarts. A small index table beside the checkpoints lists runs by status for the inbox.
@@ -39,8 +41,8 @@ NODES = [
     ("normalize", normalize),
     ("grade_lead", grade_lead),
     ("retrieve_cases", retrieve_cases),
-    ("draft_proposal", draft_proposal),
     ("plan_schedule", plan_schedule),
+    ("draft_proposal", draft_proposal),
     ("await_rep", await_rep),
     ("apply", apply_decision),
 ]
@@ -88,6 +90,8 @@ def build_graph() -> StateGraph:
         graph.add_node(name, node)
         if previous == "grade_lead":  # a record-only route, or a lead graded too low, ends here with nothing to decide
             graph.add_conditional_edges(previous, _after_grade, {name: name, END: END})
+        elif previous == "plan_schedule":  # planned again after a taken slot: the rep's draft stays, nothing redrafts
+            graph.add_conditional_edges(previous, _after_schedule, {name: name, "await_rep": "await_rep"})
         else:
             graph.add_edge(previous, name)
         previous = name
@@ -98,6 +102,10 @@ def build_graph() -> StateGraph:
 
 def _after_grade(state: RunState) -> str:
     return END if state.route.records_only(state.grade.grade) else "retrieve_cases"
+
+
+def _after_schedule(state: RunState) -> str:
+    return "await_rep" if state.draft is not None else "draft_proposal"
 
 
 def model_types(model: type[BaseModel]) -> set[type[BaseModel]]:

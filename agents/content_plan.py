@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cached_property
@@ -19,7 +20,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from agents.injection import core_name
 from agents.state import CaseHit, LeadProfile, RunState
+from agents.verify import addresses_reply, extract_claims, screen_input
 from configs.loader import load_yaml_model
 from provenance import SourceRef, sha256_file
 from tools.crm.records import DealStage, InboundEmailPayload, NewLeadPayload
@@ -274,7 +277,22 @@ class Segment:
 
 
 def customer_segments(state: RunState, config: PlanConfig) -> list[Segment]:
-    """What the customer wrote, as sentences quoted from lead.request (the text its SourceRef names), signature cut."""
+    """What the customer wrote that a plan may quote: sentences of lead.request (the text its SourceRef names),
+    signature cut, without the sentences that read as instructions or ask for a commitment (see `quotable`)."""
+    return [s for s in _segments(state, config) if quotable(s.text)]
+
+
+def quotable(text: str) -> bool:
+    """Whether a customer's sentence may stand in a plan. Not when the input screening flags it or it speaks to whoever
+    writes our reply, nor when it states a discount, "free", a refund, a guarantee or a promise: quoted back, the draft
+    would carry the customer's (or an attacker's) words in our name, and the verifier accepts what an item quotes. The
+    rep still reads them: the inbox shows the customer's text and the screening's warning."""
+    if screen_input({"sentence": text}) or addresses_reply(text):  # telling us what to write is not an ask to quote
+        return False
+    return not any(c.kind in ("discount", "free", "commitment") for c in extract_claims(text))
+
+
+def _segments(state: RunState, config: PlanConfig) -> list[Segment]:
     lead = state.lead
     payload = state.event.payload
     lines = lead.request.splitlines()
@@ -388,26 +406,32 @@ def _best(scores: list[Score]) -> Score | None:
 # --- building the plan ----------------------------------------------------------------------------------------
 
 
-def plan_content(state: RunState, config: PlanConfig | None = None) -> ContentPlan:
-    """The content plan of a run after normalize (and, where the route goes on, retrieve and plan_schedule)."""
+def plan_content(state: RunState, config: PlanConfig | None = None, other_customers: Sequence[str] = ()) -> ContentPlan:
+    """The content plan of a run after normalize (and, where the route goes on, retrieve and plan_schedule).
+
+    `other_customers`: names of other accounts (the similar cases' customers); no case sentence naming one is quoted,
+    since a template is not checked again and would give the name away."""
     if state.lead is None:
         raise ValueError(f"run {state.run_id} has no lead profile: plan content after the normalize step")
     config = config or load_plan_config()
+    planner = _Planner(state, config, other_customers)
     kind = state.event.type
     if kind == "inbound_email":
-        return _Planner(state, config).email()
+        return planner.email()
     if kind == "new_lead":
-        return _Planner(state, config).new_lead()
+        return planner.new_lead()
     if kind == "deal_stage_change" and state.lead.deal_stage is not None:
-        return _Planner(state, config).stage()
-    return _Planner(state, config).unknown(
+        return planner.stage()
+    return planner.unknown(
         f"event type {kind}: the planner plans new leads, inbound e-mails and deal stage changes "
         "(a crm_change is completed into one of those before a run starts)", matched=[])
 
 
 class _Planner:
-    def __init__(self, state: RunState, config: PlanConfig):
+    def __init__(self, state: RunState, config: PlanConfig, other_customers: Sequence[str] = ()):
         self.state, self.config, self.lead = state, config, state.lead
+        names = {form for n in other_customers if n != state.lead.account_name for form in (n, core_name(n)) if len(form) >= 3}
+        self.others = re.compile("|".join(rf"(?<!\w){re.escape(n)}(?!\w)" for n in sorted(names)), re.I) if names else None
         self.notes: list[str] = []
 
     # topics
@@ -600,7 +624,7 @@ class _Planner:
         # Words the customer used bear on the topic, except their own company's name (a PDF's title repeats it).
         words = _content_words(" ".join(s.text for s in segments if s.where != "attachment"))
         words -= _content_words(self.lead.account_name)
-        picks = [p for case in self.state.cases if (p := _best_sentence(case, terms, words)) is not None]
+        picks = [p for case in self.state.cases if (p := _best_sentence(case, terms, words, self.others)) is not None]
         picks.sort(key=lambda p: -p.score)  # stable: retrieval order (won first, most similar) breaks ties
         # Demo cases share sentence shapes; three that differ only in their numbers tell the writer one thing.
         shapes: set[str] = set()
@@ -666,8 +690,9 @@ def _shape(text: str) -> str:
     return re.sub(r"[\d$€£%.,]+", "#", text)
 
 
-def _best_sentence(case: CaseHit, terms: Terms, words: set[str]) -> _Pick | None:
-    """The case's sentence that bears most on the topic: a topic term, a number, words the customer used."""
+def _best_sentence(case: CaseHit, terms: Terms, words: set[str], others: re.Pattern[str] | None) -> _Pick | None:
+    """The case's sentence that bears most on the topic: a topic term, a number, words the customer used; never one
+    that names another customer (`others`)."""
     case_ref = SourceRef(kind="case", id=case.case_id, note=f"{case.outcome}, similar case {case.marker}")
     texts = [(case.summary, [case_ref], 0.0)]
     # Meeting notes are mostly who attended when; a proposal or an answer states what was offered and achieved.
@@ -677,7 +702,7 @@ def _best_sentence(case: CaseHit, terms: Terms, words: set[str]) -> _Pick | None
     best: _Pick | None = None
     for text, sources, bias in texts:
         for sentence in sentences(text):
-            if len(sentence) > MAX_QUOTE_CHARS:
+            if len(sentence) > MAX_QUOTE_CHARS or (others is not None and others.search(sentence)):
                 continue
             on_topic = bool(terms.found(sentence))
             shared = len(words & _content_words(sentence))

@@ -1,4 +1,4 @@
-"""Node 4: the local model writes a proposal summary from numbered facts and cases, citing them."""
+"""Node 5: the local model writes a proposal summary from numbered facts and cases, citing them."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from agents.citations import validate_markers
 from agents.consent import usable_facts
 from agents.content_plan import plan_content
 from agents.fallback import fallback_draft, unusable_reason
-from agents.injection import allowed_for, describe, detect_injection, guard_draft, lead_texts, quote_as_data
+from agents.injection import allowed_for, describe, guard_draft, lead_texts, quote_as_data
 from agents.memory import with_rep_examples
 from agents.services import Services
 from agents.state import ProposalDraft, RunState
 from agents.tracing import StepTimer
+from agents.verify import screen_input
 from agents.write import PROMPT as WRITE_PROMPT
 from agents.write import generator, write_plan
 from prompts import load_prompt
@@ -51,7 +52,7 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
     # Only what the consent policy lets a proposal email use reaches the prompt.
     facts, consent_refs, notes = usable_facts(services, PURPOSE, lead)
     # What a customer or CRM user typed may carry instructions: flag it for the rep and quote it as data.
-    signals = detect_injection(lead_texts(lead))
+    signals = screen_input(lead_texts(lead))
     if signals:
         notes.append(describe(signals))
     if services.settings.drafting.mode == "plan":
@@ -91,13 +92,14 @@ def draft_proposal(state: RunState, runtime: Runtime[Services]) -> dict:
 def _draft_by_plan(state: RunState, services: Services, timer: StepTimer, facts: list, consent_refs: list[SourceRef],
                    notes: list[str], signals: list) -> dict:
     """Plan → write → verify: each sentence from one plan item, checked against that item's sources."""
-    plan = plan_content(state)
+    others = _other_customers(services, state)
+    plan = plan_content(state, other_customers=others)
     notes.append(f"content plan: topic {plan.topic}{'' if plan.known else ' (not known to the planner)'}; "
                  f"{len(plan.items)} item(s): {', '.join(i.kind for i in plan.items)}" + "".join(f"; {n}" for n in plan.notes))
     adapter = services.adapters.route(state.run_id)
     settings = services.settings
     written = write_plan(plan, state.lead, lambda m, n, d: generator(services.llm, adapter)(m, n, d),
-                         settings.drafting.item_max_new_tokens, settings.llm.deadline_s, _other_customers(services, state))
+                         settings.drafting.item_max_new_tokens, settings.llm.deadline_s, others)
     notes += written.notes
     prompt = load_prompt(WRITE_PROMPT)
     share = sum(s.supported for s in written.sentences) / len(written.sentences) if written.sentences else None

@@ -63,7 +63,7 @@ _HOMOGLYPH_KEYS = frozenset(chr(k) for k in _HOMOGLYPHS)
 _LEET = str.maketrans("0134578@$", "oieastbas")
 _SPACED = re.compile(r"\b(?:[a-z][ .\-_*]){3,}[a-z]\b")  # "i g n o r e", "i.g.n.o.r.e"
 _TAGS = re.compile(r"<[^<>]{0,60}>|[*_`~]+")
-_DISCOUNT_WORDS = r"\b(?:discount(?:ed|s)?|off|rebates?|reductions?|markdown|rabatt|nachlass|preisnachlass|descuento|rebaja|remise|réduction|ristourne|sconto)\b"
+_DISCOUNT_WORDS = r"\b(?:discount(?:ed|s)?|off|rebates?|reductions?(?!\s+in\b)|markdown|rabatt|nachlass|preisnachlass|descuento|rebaja|remise|réduction|ristourne|sconto)\b"
 _PERCENT = r"(\d{1,3}(?:[.,]\d+)?)\s*(?:%|percent|per\s?cent|prozent|por\s?ciento|pour\s?cent)"
 # Start of a command: a clause start, or a word that introduces one ("please give", "you must offer").
 _CMD = r"(?:^|[\n.!?:;>*\-\"'(]\s*|\b(?:please|must|should|shall|will|to|now|and|then|always|just|immediately)\s+)"
@@ -75,7 +75,7 @@ def _rules() -> list[tuple[SignalKind, str, re.Pattern]]:
             "ignore-instructions": r"\b(?:ignore|disregard|forget|override|bypass)\b(?:\s+\S+){0,4}?\s+(?:instructions?|rules|prompts?|directions|guidelines|guardrails|programming|context|the above|everything (?:above|before|else))\b",
             "new-instructions": r"\b(?:new|updated|revised|real|actual|secret|hidden)\s+(?:system\s+)?(?:instructions?|directives?|prompt)\s*[:\-]|\byour\s+(?:new|real|actual|only)\s+(?:instructions?|task|role|job|goal)\b",
             "role-change": r"\byou\s+are\s+no\s+longer\b|\byou\s+are\s+now\s+(?:a|an|in|my|free|unrestricted|dan|acting|allowed|authori[sz]ed|operating)\b|\bfrom\s+now\s+on,?\s+you\b|\b(?:pretend|imagine)\s+(?:to\s+be|you\s+are|that\s+you)\b|\brole[\s-]?play\b|\b(?:developer|dan|god)\s+mode\b|\bjailbreak|\bdo\s+anything\s+now\b",
-            "system-prompt": r"\b(?:system|hidden|initial|original|internal)\s+(?:prompt|instructions)\b",
+            "system-prompt": r"(?<!our )(?<!my )\b(?:system|hidden|initial|original|internal)\s+(?:prompt|instructions)\b",  # not "our system prompt for the kiosk"
             "prompt-leak": r"\b(?:reveal|print|show|repeat|output|display|reply\s+with|respond\s+with|tell\s+me|write\s+out|quote|copy|list)\b(?:\s+\S+){0,3}?\s+your\s+(?:\w+\s+)?(?:instructions|prompt|guidelines|rules)\b|\bwhat\s+(?:are|were)\s+your\s+(?:instructions|rules)\b",
             "to-the-ai": r"\b(?:dear|hey|attention|note\s+to|message\s+to|instructions?\s+(?:to|for))\s+(?:the\s+|any\s+|an?\s+)?(?:ai|assistant|chatbot|bot|llm|language\s+model|model|agent|gpt|chatgpt)\b|\bif\s+you\s+are\s+an?\s+(?:ai|language\s+model|assistant|llm|bot)\b",
             "override-de": r"\b(?:ignorier(?:e|en)?|vergiss|vergessen\s+sie|missachte)\b(?:\s+\S+){0,4}?\s+(?:anweisungen|anleitungen|instruktionen|regeln|vorgaben)\b|\bneue\s+anweisungen\b|\b(?:du\s+bist|sie\s+sind)\s+(?:jetzt|ab\s+sofort)\b",
@@ -83,7 +83,8 @@ def _rules() -> list[tuple[SignalKind, str, re.Pattern]]:
             "override-fr": r"\b(?:ignore[rz]?|oublie[rz]?|ne\s+tiens\s+pas\s+compte)\b(?:\s+\S+){0,4}?\s+(?:consignes|règles|directives)\b|\boublie[rz]?\b(?:\s+\S+){0,4}?\s+instructions\b|\bnouvelles\s+(?:instructions|consignes)\b|\b(?:tu\s+es|vous\s+êtes)\s+maintenant\b",
         },
         "pricing": {
-            "discount-command": _CMD + r"(?:offer|give|apply|grant|provide|include|quote|add|extend|promise|put|gewähre|gib|biete|ofrece|aplica|danos|ofrezca|offre|accorde|applique)\b[^.!?\n]{0,40}?" + _PERCENT,
+            # A customer asking for a discount for themselves ("please offer us 15%") negotiates; only a steep one is flagged.
+            "discount-command": _CMD + r"(?:offer|give|apply|grant|provide|include|quote|add|extend|promise|put|gewähre|gib|biete|ofrece|aplica|danos|ofrezca|offre|accorde|applique)\b(?!\s+(?:us|me)\b)[^.!?\n]{0,40}?" + _PERCENT,
             "zero-price": r"(?:make|set|mark|change|list|give|provide|offer|deliver|ship|quote|put)\b[^.!?\n]{0,40}?\b(?:free\s+of\s+charge|for\s+free|at\s+no\s+(?:extra\s+|additional\s+)?cost)\b|\b(?:price|cost|fee|total)\s+(?:of|to|at|=|:)\s*(?:usd|eur|\$|€|£)?\s*0(?![.,]?\d)|[$€£]\s?0(?:[.,]00)?(?![.,]?\d)|\b(?:kostenlos|gratis|gratuit(?:ement)?|sin\s+costo|sans\s+frais)\b",
             "waive": _CMD + r"waive\b|\bwaive[sd]?\s+(?:all|every|any)\b",
         },
@@ -102,9 +103,9 @@ def _rules() -> list[tuple[SignalKind, str, re.Pattern]]:
         },
         "markup": {
             "chat-token": r"<\|[^|<>]{1,30}\|>|\[/?inst\]|<<\s*/?\s*sys\s*>>|</?s>|<\s*/?\s*(?:system|assistant|user|instructions?)\s*>",
-            "role-line": r"(?:^|\n|[.!?]\s+|[\]>|#*]\s*)(?:system|assistant|ai)\s*:|#{2,}\s*(?:system|instructions?|assistant|user|response|admin)\b|\[\s*(?:system|admin|developer|assistant)(?:\s+(?:message|note|prompt))?\s*\]|\b(?:system|admin|developer)\s+(?:message|note|notice|override|command)\s*[:\-\]]",
+            "role-line": r"(?:^|\n|[.!?]\s+|[\]>|#*(]\s*)(?:system|assistant|ai)\s*:|#{2,}\s*(?:system|instructions?|assistant|user|response|admin)\b|\[\s*(?:system|admin|developer|assistant)(?:\s+(?:message|note|prompt))?\s*\]|\b(?:system|admin|developer)\s+(?:message|note|notice|override|command)\s*[:\-\]]",
             "json-role": r"[\"']role[\"']\s*:\s*[\"'](?:system|assistant|user|developer)",
-            "html-hidden": r"<!--|<\s*script\b|display\s*:\s*none|font-size\s*:\s*0|visibility\s*:\s*hidden|color\s*:\s*(?:#?fff(?:fff)?|white)\b",
+            "html-hidden": r"<!--\s*(?:[^\s<>]+\s+){3,}|<\s*script\b|display\s*:\s*none|font-size\s*:\s*0|visibility\s*:\s*hidden|color\s*:\s*(?:#?fff(?:fff)?|white)\b",
             "fake-delimiter": r"</?\s*customer_data\s*>|\bend\s+of\s+(?:customer\s+)?data\b|\bend\s+of\s+(?:the\s+)?(?:email|message|document)\s*[-=*#>\]]",
             "fake-turn": r"\b(?:previous|prior|earlier|last)\s+(?:assistant|ai|model|bot)\s+(?:reply|response|turn|message|answer)\b|\b(?:the\s+)?assistant\s+(?:replied|said|wrote|agreed|confirmed)\b",
         },

@@ -1,4 +1,4 @@
-"""Node 5: propose consultant slots and contract clauses. Nothing is booked until a rep agrees."""
+"""Node 4: propose consultant slots and contract clauses. Nothing is booked until a rep agrees."""
 
 from __future__ import annotations
 

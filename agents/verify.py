@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from agents.attribution import split_sentences
 from agents.citations import MARKER_BRACKET
-from agents.injection import BOOKED, MEETING, core_name, strip_invisible
+from agents.injection import BOOKED, MEETING, InjectionSignal, core_name, detect_injection, strip_invisible
 from provenance.masking import EMAIL_PATTERN, phone_numbers
 
 ClaimKind = Literal["number", "percent", "money", "date", "duration", "discount", "free", "commitment",
@@ -462,6 +462,8 @@ def _read_money(m: re.Match[str], _: str) -> Reading:
     amount = _number_of(m, "n1") if m.group("n1") else _number_of(m, "n2")
     if amount is None:
         return None
+    if amount == 0:
+        return "free", "free", None  # "USD 0", "$0.00": a price of nothing is "free", however it is written
     currency = _CURRENCY_BEFORE[m.group("cb")] if m.group("cb") else _CURRENCY_AFTER[m.group("ca").lower()]
     return "money", f"{currency} {_fmt(amount)}".strip(), amount
 
@@ -666,3 +668,44 @@ def verify_sentence(sentence: str, sources: list[str], rewrite: Callable[[Senten
                                 removed=first.violations)
     return VerifiedSentence(text=template, outcome="template", checks=[first, second],
                             removed=first.violations + second.violations)
+
+
+# ---------------------------------------------------------------- screening the customer's text
+
+# Words that address whoever writes our reply, in the languages the claim extractor reads: "in your reply",
+# "whoever drafts", "put in writing", "state that", "dans votre réponse", "回复中", "返信", "в ответе".
+_REPLY_CUE = re.compile(
+    r"\b(?:in|into|to)\s+(?:your|the|this|our)\s+(?:reply|replies|response|answer|email|e-mail|proposal)\b|"
+    r"\b(?:whoever|anyone|the\s+(?:person|assistant|ai|bot|model|agent))\s+(?:who\s+)?(?:draft|write|prepar|answer)\w*|"
+    r"\bput\s+(?:it\s+)?in\s+writing\b|\b(?:state|write|confirm|say|note|mention|include)\s+(?:in\s+writing\s+)?that\b|"
+    r"\b(?:in|dans|en|na|no|in\s+die|in\s+der)\s+(?:votre|la|sua|su|ihrer?|die)?\s*(?:réponse|respuesta|resposta|antwort)\b|"
+    r"\bantworten?\s+entw|\bredact|\brédig|\bredig|回复|回覆|返信|ответ|答复", _I)
+
+
+def addresses_reply(text: str) -> bool:
+    """Whether the text speaks to whoever writes our reply ("in your reply", "whoever drafts", "en la respuesta")."""
+    return bool(_REPLY_CUE.search(strip_invisible(text)))
+
+
+def requested_commitments(texts: dict[str, str]) -> list[InjectionSignal]:
+    """Customer text that asks our reply to state a discount, "free", a refund, a guarantee or a promise.
+
+    A regex per wording cannot keep up ("the first year is on us", "一折", "neunzig Prozent Nachlass"); the claim
+    extractor reads them all, so a commitment claim next to words addressing the reply's writer is the signal. A
+    customer asking a question about a free trial names no reply to write and is not flagged."""
+    signals = []
+    for name, text in texts.items():
+        clean = strip_invisible(text or "")
+        if not (cue := _REPLY_CUE.search(clean)):
+            continue
+        claims = [c for c in extract_claims(clean) if c.kind in ("discount", "free", "commitment")]
+        if claims:
+            excerpt = f"{cue.group()} … {claims[0].text}"
+            signals.append(InjectionSignal(kind="pricing", pattern="reply-commitment", excerpt=excerpt[:160], field=name))
+    return signals
+
+
+def screen_input(texts: dict[str, str]) -> list[InjectionSignal]:
+    """Every signal that the customer's texts carry instructions: agents/injection.py's rules, then the requests
+    for a commitment in the reply. What the draft node shows the rep and the benchmark scores."""
+    return detect_injection(texts) + requested_commitments(texts)

@@ -1,13 +1,17 @@
 """Decode speed of our served model against raw llama.cpp on the same GGUF, prompt and token count, in one run.
 
-    python bench/decode.py                # a real draft prompt, 5 alternating repetitions
+    python bench/decode.py                # the real draft prompt of a demo event, 5 alternating repetitions
     python bench/decode.py --record       # also append the table to docs/benchmarks.md
     python bench/decode.py --weights f16  # both on the re-encoded file that configs/local-fast.yaml serves
 
-Raw llama.cpp is llama-cpp-python's own greedy `Llama.generate` over the same prompt token ids, stopped after the
-same number of tokens, with the same thread count. Ours is `LlamaCppLLM.generate` as a draft calls it: chat
-template, tokenization, adapter check, decode and detokenization included. Both start from an empty KV cache every
-repetition, so prompt evaluation is counted in both. The transformers backend is listed for reference.
+The prompt is the one the draft node rendered for a demo inbound e-mail (its route's prompt file, the lead's facts and
+the similar cases), taken from a real graph run. "Ours as a draft calls it" is `LlamaCppLLM.generate` with what the
+draft node passes: a promoted LoRA adapter (the r and modules of configs/finetune/cpu.yaml), the prompt file's
+sentence limit and the token budget; greedy may stop at that limit, so it is also timed per call. "Ours, bare" is
+the same call without adapter or limit, stopped after the same number of tokens as raw llama.cpp:
+llama-cpp-python's own greedy `Llama.generate` over the same prompt token ids, with the same thread count. Every
+repetition starts from an empty KV cache, so prompt evaluation is counted in all. The transformers backend is
+listed for reference.
 """
 
 from __future__ import annotations
@@ -19,47 +23,60 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import peak_rss_mib, record
+from common import peak_rss_mib, promote_untrained_adapter, ready_services, record
 
 import llama_cpp  # noqa: E402
 
-from configs import load_settings  # noqa: E402
-from configs.loader import DEFAULT_CONFIG  # noqa: E402
-from finetune.base_model import gguf_path  # noqa: E402
+from demo.stream import inbound_email_stream  # noqa: E402
+from orchestrator import Orchestrator  # noqa: E402
+from prompts import load_prompt  # noqa: E402
 from prompts.templates import ChatMessage  # noqa: E402
-from serving.gguf_weights import served_gguf  # noqa: E402
-from serving.llamacpp_backend import LlamaCppLLM  # noqa: E402
 
-SYSTEM = "You are a sales assistant writing proposal emails. Be specific, concise and professional."
-REQUEST = ("Draft a short proposal email to Dana Whitfield, Director of Operations at Brightline Gearworks (manufacturing, 1,200 "
-           "employees), who asked for pricing and a pilot timeline for predictive maintenance on 40 gearboxes, integrated "
-           "with their SAP PM system, before their budget review in March.")
+AS_DRAFT = "ours as a draft calls it (adapter, sentence limit)"
+BARE = "ours, bare (LlamaCppLLM.generate)"
+RAW = "raw llama.cpp (Llama.generate)"
 
 
 def main() -> None:
     args = _args()
-    settings = load_settings(DEFAULT_CONFIG, env={}).llm
-    gguf = gguf_path(settings.gguf_package, settings.gguf_file)
     threads = args.threads or os.cpu_count()
     work = tempfile.TemporaryDirectory(prefix="salesloop-decode-")
-    served = served_gguf(gguf, args.weights, Path(work.name))
-    ours = LlamaCppLLM(gguf, settings.model_id, repetition_penalty=1.0, threads=threads, weights_file=None if served == gguf else served)
+    llm = {"backend": "llamacpp", "llamacpp_weights": args.weights, "threads": threads, "repetition_penalty": 1.0,
+           "max_new_tokens": args.tokens}
+    services, _ = ready_services(Path(work.name), llm)
+    promote_untrained_adapter(services)
+    messages, max_sentences, adapter = _draft_call(services, Path(work.name))
+    ours = services.llm
+    served = ours.served_file
     raw = llama_cpp.Llama(str(served), n_ctx=ours.context_tokens, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
-    messages = [ChatMessage(role="system", content=SYSTEM), ChatMessage(role="user", content=REQUEST)]
     prompt = ours.prompt_tokens(messages)
-    count = ours.generate(messages, args.tokens, 600.0).output_tokens  # greedy stops where it stops; both run that many
-    rows = {"ours (LlamaCppLLM.generate)": [], "raw llama.cpp (Llama.generate)": []}
+    count = ours.generate(messages, args.tokens, 600.0).output_tokens  # greedy stops where it stops; all run that many
+    rows: dict[str, list[tuple[float, float, int]]] = {AS_DRAFT: [], BARE: [], RAW: []}
     for _ in range(args.repeats):
         ours._llama.reset()
-        rows["ours (LlamaCppLLM.generate)"].append(_timed(lambda: ours.generate(messages, count, 600.0).output_tokens))
+        rows[AS_DRAFT].append(_timed(lambda: ours.generate(messages, args.tokens, 600.0, adapter, max_sentences).output_tokens))
+        ours._llama.reset()
+        rows[BARE].append(_timed(lambda: ours.generate(messages, count, 600.0).output_tokens))
         raw.reset()
-        rows["raw llama.cpp (Llama.generate)"].append(_timed(lambda: _raw_decode(raw, prompt, count)))
+        rows[RAW].append(_timed(lambda: _raw_decode(raw, prompt, count)))
     if args.with_transformers:
-        rows["transformers backend (reference)"] = _transformers_rates(settings, messages, count, args.repeats)
-    table = _table(rows, served.name, len(prompt), count, threads)
+        rows["transformers backend (reference)"] = _transformers_rates(services, messages, count, args.repeats)
+    table = _table(rows, served.name, len(prompt), count, threads, max_sentences)
+    services.close()
     print(table)
     if args.record:
         record("Decode: our llama.cpp backend vs raw llama.cpp", table)
+
+
+def _draft_call(services, data_dir: Path) -> tuple[list[ChatMessage], int | None, object]:
+    """The messages, sentence limit and adapter the draft node used for one demo inbound e-mail."""
+    event = next(iter(inbound_email_stream(data_dir / "crm", 1, seed=11)))
+    with Orchestrator(services) as orch:
+        info, _ = orch.start(event)
+        state = orch.state(info.run_id)
+    adapter = services.adapters.route(info.run_id)
+    assert adapter is not None and state.draft.adapter_id == adapter.version, "the draft ran with the promoted adapter"
+    return state.draft.messages, load_prompt(state.route.prompt).max_sentences, adapter
 
 
 def _raw_decode(model: llama_cpp.Llama, prompt: list[int], count: int) -> int:
@@ -71,29 +88,34 @@ def _raw_decode(model: llama_cpp.Llama, prompt: list[int], count: int) -> int:
     return produced
 
 
-def _timed(generate) -> float:
-    """Tokens per second of one call of `generate`, which returns the number of tokens it produced."""
+def _timed(generate) -> tuple[float, float, int]:
+    """Tokens per second, seconds and tokens of one call of `generate`, which returns the tokens it produced."""
     started = time.perf_counter()
     produced = generate()
-    return produced / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return produced / seconds, seconds, produced
 
 
-def _transformers_rates(settings, messages: list[ChatMessage], count: int, repeats: int) -> list[float]:
+def _transformers_rates(services, messages: list[ChatMessage], count: int, repeats: int) -> list[tuple[float, float, int]]:
     from finetune.base_model import base_model_dir
     from serving.transformers_backend import TransformersLLM
 
-    with tempfile.TemporaryDirectory() as work:
-        model = TransformersLLM(base_model_dir(settings, Path(work)), settings.model_id, repetition_penalty=1.0)
-        return [_timed(lambda: model.generate(messages, count, 600.0).output_tokens) for _ in range(repeats)]
+    settings = services.settings
+    model = TransformersLLM(base_model_dir(settings.llm, settings.data_dir), settings.llm.model_id, repetition_penalty=1.0)
+    return [_timed(lambda: model.generate(messages, count, 600.0).output_tokens) for _ in range(repeats)]
 
 
-def _table(rows: dict[str, list[float]], weights_file: str, prompt_tokens: int, count: int, threads: int) -> str:
-    raw = statistics.median(rows["raw llama.cpp (Llama.generate)"])
-    lines = [f"{weights_file}, {prompt_tokens}-token prompt + {count} generated tokens, greedy, {threads} threads, "
-             f"median of {len(next(iter(rows.values())))} (peak RSS {peak_rss_mib():.0f} MiB):", "",
-             "| contender | tokens/s (prompt eval included) | × raw llama.cpp |", "|---|---|---|"]
-    for name, rates in rows.items():
-        lines.append(f"| {name} | {statistics.median(rates):.1f} | {statistics.median(rates) / raw:.2f} |")
+def _table(rows: dict[str, list[tuple[float, float, int]]], weights_file: str, prompt_tokens: int, count: int,
+           threads: int, max_sentences: int | None) -> str:
+    raw = statistics.median(r[0] for r in rows[RAW])
+    lines = [f"{weights_file}, the draft prompt of a demo inbound e-mail ({prompt_tokens} tokens) + up to {count} generated "
+             f"tokens, greedy, {threads} threads, median of {len(rows[RAW])}; the draft call adds the promoted adapter "
+             f"and the prompt file's limit of {max_sentences} sentences (peak RSS {peak_rss_mib():.0f} MiB):", "",
+             "| contender | tokens/s (prompt eval included) | × raw llama.cpp | s per call | tokens |", "|---|---|---|---|---|"]
+    for name, runs in rows.items():
+        rate = statistics.median(r[0] for r in runs)
+        lines.append(f"| {name} | {rate:.1f} | {rate / raw:.2f} | {statistics.median(r[1] for r in runs):.2f} "
+                     f"| {statistics.median(r[2] for r in runs):.0f} |")
     return "\n".join(lines)
 
 

@@ -61,6 +61,7 @@ class LlamaCppLLM:
         # Freed while the interpreter is intact: llama-cpp-python's own __del__ at exit finds its bindings gone.
         atexit.register(self._llama.close)
         self.gguf = gguf
+        self.served_file = served  # what llama.cpp computes with: the GGUF, or its re-encoding
         self.model_id = model_id
         # The configured GGUF's hash: the transformers backend records the same for its materialized copy, so adapters
         # trained there are accepted here and nowhere else. A re-encoding serves the same model and keeps its version.

@@ -94,7 +94,7 @@ def test_event_inbox_show_trace_decide(tmp_path, config, data_dir):
     assert "Sources by sentence" in shown and shown.count("UNSUPPORTED") == sum(not s["sources"] for s in sentences)
 
     steps = json.loads(salesloop("trace", run["run_id"], "--json", config=config).stdout)["steps"]
-    assert [s["step"] for s in steps][:5] == ["normalize", "grade_lead", "retrieve_cases", "draft_proposal", "plan_schedule"]
+    assert [s["step"] for s in steps][:5] == ["normalize", "grade_lead", "retrieve_cases", "plan_schedule", "draft_proposal"]
     assert all(s["inputs"] for s in steps)
 
     decided = json.loads(salesloop("decide", run["run_id"], "--adopt", "--rep", "rep-anna", "--json", config=config).stdout)

@@ -155,7 +155,7 @@ def _assert_nothing_twice(settings, run_ids: list[str]) -> None:
             for run_id in run_ids:
                 state = orch.state(run_id)
                 steps = [s.step for s in state.trace]
-                assert steps == ["normalize", "grade_lead", "retrieve_cases", "draft_proposal", "plan_schedule", "await_rep", "apply"], steps
+                assert steps == ["normalize", "grade_lead", "retrieve_cases", "plan_schedule", "draft_proposal", "await_rep", "apply"], steps
                 assert len(services.feedback.for_run(run_id)) == 1
                 calendars = settings.resolve(settings.scheduling.calendar_dir).glob("*.ics")
                 assert sum(p.read_text().count(booking_uid(run_id)) for p in calendars) == 1

@@ -97,7 +97,7 @@ def test_draft_uses_real_model_and_records_prompt_hash(data_dir, indexed_service
 
 def test_plan_schedule_proposes_free_slots_and_clauses(data_dir, indexed_services):
     state = run_nodes(RunState(run_id="r-plan", event=demo_event(data_dir, "new-lead-falkenrath")), indexed_services,
-                      [normalize, grade_lead, retrieve_cases, draft_proposal, plan_schedule])
+                      [normalize, grade_lead, retrieve_cases, plan_schedule, draft_proposal])
     plan = state.plan
     assert plan.consultant is not None and state.lead.industry in plan.consultant.consultant.industries
     assert len(plan.slots) == indexed_services.settings.scheduling.slots
@@ -137,7 +137,7 @@ def test_full_run_interrupts_then_adopt_books_exactly_once(data_dir, orchestrato
         orchestrator.decide(info.run_id, reject("rep-anna", "changed my mind"))
 
     steps = [t.step for t in state.trace]
-    assert steps == ["normalize", "grade_lead", "retrieve_cases", "draft_proposal", "plan_schedule", "await_rep", "apply"]
+    assert steps == ["normalize", "grade_lead", "retrieve_cases", "plan_schedule", "draft_proposal", "await_rep", "apply"]
     assert all(t.inputs for t in state.trace)
     (record,) = indexed_services.feedback.for_run(info.run_id)
     assert (record.decision, record.rep_id, record.final_text) == ("adopt", "rep-anna", state.draft.text)
@@ -176,4 +176,4 @@ def test_failed_run_resumes_where_it_stopped_when_the_event_comes_again(data_dir
     info, new = orchestrator.start(event)
     steps = [t.step for t in orchestrator.state(info.run_id).trace]
     assert new and info.status == "waiting"
-    assert steps == ["normalize", "grade_lead", "retrieve_cases", "draft_proposal", "plan_schedule"]
+    assert steps == ["normalize", "grade_lead", "retrieve_cases", "plan_schedule", "draft_proposal"]
